@@ -1,0 +1,14 @@
+"""sdlab: see how Stable Diffusion works and edit what it makes."""
+
+import importlib
+
+from .models import load_pipeline, pick_device
+
+__version__ = "0.1.0"
+__all__ = ["load_pipeline", "pick_device", "toyworld", "toymodel", "attention", "align", "p2p", "finetune", "viz"]
+
+
+def __getattr__(name):  # lazy subpackages: `sdlab.p2p` works without importing everything up front
+    if name in ("toyworld", "toymodel", "attention", "align", "p2p", "finetune", "viz"):
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'sdlab' has no attribute {name!r}")
