@@ -33,9 +33,9 @@ class Architecture:
 
     image_size: int = 64
     """Side of the generated images in pixels."""
-    vae_channels: tuple = (32, 64, 64)
+    vae_channels: tuple = (16, 32, 64)
     """AutoencoderKL block widths; len - 1 downsamplings (3 blocks: f = 4)."""
-    vae_groups: int = 16
+    vae_groups: int = 8
     latent_channels: int = 4
     text_hidden: int = 128
     text_layers: int = 3
