@@ -7,11 +7,10 @@ the toy model never saw in training: `unknown_words` names them so callers can w
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from tokenizers import pre_tokenizers
 from transformers import CLIPTokenizer
 
 from ..toyworld import vocabulary
@@ -20,27 +19,40 @@ BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 MAX_LENGTH = 77
 
 
+def _learn_merges(words: list[str]) -> list[tuple[str, str]]:
+    """Greedy BPE on `words` (each counted once) until every word is one symbol; ties broken by order."""
+    seqs = [list(w[:-1]) + [w[-1] + "</w>"] for w in words]
+    merges = []
+    while True:
+        counts: dict[tuple[str, str], int] = {}
+        for seq in seqs:
+            for pair in zip(seq, seq[1:]):
+                counts[pair] = counts.get(pair, 0) + 1
+        if not counts:
+            return merges
+        best = min(counts, key=lambda p: (-counts[p], p))
+        merges.append(best)
+        for k, seq in enumerate(seqs):
+            out, i = [], 0
+            while i < len(seq):
+                if i + 1 < len(seq) and (seq[i], seq[i + 1]) == best:
+                    out.append(seq[i] + seq[i + 1])
+                    i += 2
+                else:
+                    out.append(seq[i])
+                    i += 1
+            seqs[k] = out
+
+
 def build_tokenizer() -> CLIPTokenizer:
-    """Train the BPE merges on the toy world's words and wrap them in transformers' `CLIPTokenizer`."""
+    """A CLIP-format BPE tokenizer whose merges make every toy-world word one token (deterministic)."""
     words = vocabulary()
-    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
-    bpe.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
-    )
-    trainer = trainers.BpeTrainer(
-        vocab_size=100_000,
-        special_tokens=[BOS, EOS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        end_of_word_suffix="</w>",
-        show_progress=False,
-    )
-    bpe.train_from_iterator([" ".join(words)] * 4, trainer=trainer)
-    vocab = bpe.get_vocab()
-    # every alphabet symbol also as a word end, so any single-letter word is in the vocabulary
-    for symbol in pre_tokenizers.ByteLevel.alphabet():
-        vocab.setdefault(symbol + "</w>", len(vocab))
-    merges = json.loads(bpe.to_str())["model"]["merges"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in merges]
+    merges = _learn_merges(words)
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    symbols = [BOS, EOS] + alphabet + [a + "</w>" for a in alphabet] + [a + b for a, b in merges]
+    vocab = {}
+    for symbol in symbols:
+        vocab.setdefault(symbol, len(vocab))
     tok = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_LENGTH)
     for word in words:
         ids = tok(word, add_special_tokens=False).input_ids

@@ -1,0 +1,57 @@
+"""The shipped toy model: loads without sdlab, meets the quality bar, same seed gives the same image."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+
+import sdlab
+from sdlab.models import TOY_MODEL_DIR
+from sdlab.toymodel.quality import HELD_OUT_SEED, generate, score_model, vae_reconstructions
+from sdlab.toyworld import sample_scenes
+
+pytestmark = pytest.mark.skipif(
+    not (TOY_MODEL_DIR / "model_index.json").is_file(), reason="the toy model is not trained yet (sdlab train-toy --ship)"
+)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    p = sdlab.load_pipeline(device="cpu")
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+def test_diffusers_loads_it_without_sdlab_and_it_is_small():
+    pipe = StableDiffusionPipeline.from_pretrained(TOY_MODEL_DIR)
+    assert pipe.safety_checker is None
+    assert pipe.vae.config.scaling_factor != 1.0
+    assert type(pipe.scheduler).__name__ == "DDIMScheduler"
+    size = sum(p.stat().st_size for p in TOY_MODEL_DIR.rglob("*.safetensors"))
+    assert size <= 25 * 2**20
+    assert not [p for p in TOY_MODEL_DIR.rglob("*") if p.suffix in (".bin", ".pt", ".ckpt", ".pkl")]
+
+
+@pytest.mark.slow
+def test_quality_bar_on_held_out_scenes(pipe):
+    scenes = sample_scenes(64, HELD_OUT_SEED)
+    _, metrics = score_model(pipe, scenes, seed=HELD_OUT_SEED, steps=25, guidance=7.5)
+    print("toy model on 64 held-out scenes:", {k: round(v, 3) for k, v in metrics.items() if isinstance(v, float)})
+    assert metrics["color"] >= 0.90
+    assert metrics["object"] >= 0.80
+    assert metrics["background"] >= 0.90
+
+
+def test_same_seed_same_image_bit_for_bit(pipe):
+    prompts = ["a red cat on grass", "a blue car on a road"]
+    a = generate(pipe, prompts, [3, 4], steps=5)
+    b = generate(pipe, prompts[::-1], [4, 3], steps=5, batch_size=1)  # batching does not change an image
+    assert np.array_equal(np.asarray(a[0]), np.asarray(b[1]))
+    assert np.array_equal(np.asarray(a[1]), np.asarray(b[0]))
+    c = generate(pipe, prompts[:1], [5], steps=5)
+    assert not np.array_equal(np.asarray(a[0]), np.asarray(c[0]))
+
+
+def test_vae_keeps_edges(pipe):
+    _, _, psnr = vae_reconstructions(pipe.vae, sample_scenes(16, HELD_OUT_SEED))
+    assert psnr.mean() >= 24.0

@@ -1,0 +1,78 @@
+"""`sdlab train-toy` on the tiny architecture: end to end, determinism, resume, refusals, NaN."""
+
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+from safetensors.torch import load_file
+
+from sdlab.toymodel import train as train_mod
+from sdlab.toymodel.train import ToyTrainConfig, TrainingError, main, train_toy
+
+
+def tiny_cfg(tmp_path, name="run", **kw):
+    base = dict(output=str(tmp_path / name), arch="tiny", n_images=32, vae_steps=3, unet_steps=4, batch_size=4,
+                warmup=2, checkpoint_minutes=0.0, device="cpu")
+    return ToyTrainConfig(**(base | kw))
+
+
+def unet_weights(out):
+    return load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
+
+
+def test_trains_a_pipeline_that_diffusers_loads_alone(tmp_path):
+    out = train_toy(tiny_cfg(tmp_path), progress=False)
+    pipe = StableDiffusionPipeline.from_pretrained(out)  # no sdlab code involved
+    assert pipe.vae.config.scaling_factor != 1.0  # set from the latents' statistics
+    assert pipe.scheduler.config.beta_schedule == "scaled_linear"
+    image = pipe("a red cat on grass", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.size == (64, 64)
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert log[0] == "phase,step,loss,lr,seconds" and any(l.startswith("unet,") for l in log)
+
+
+def test_same_seed_same_weights_and_resume_is_bit_identical(tmp_path, monkeypatch):
+    ref = unet_weights(train_toy(tiny_cfg(tmp_path, "a"), progress=False))
+    again = unet_weights(train_toy(tiny_cfg(tmp_path, "b"), progress=False))
+    assert all(torch.equal(ref[k], again[k]) for k in ref)
+    other = unet_weights(train_toy(tiny_cfg(tmp_path, "c", seed=1), progress=False))
+    assert not all(torch.equal(ref[k], other[k]) for k in ref)
+
+    # interrupt the run in the middle of the UNet phase, then resume it
+    real_check = train_mod._check_finite
+
+    def stop_at_unet_step_2(loss, phase, step, run):
+        if phase == "unet" and step == 2:
+            raise KeyboardInterrupt
+        real_check(loss, phase, step, run)
+
+    monkeypatch.setattr(train_mod, "_check_finite", stop_at_unet_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_toy(tiny_cfg(tmp_path, "d"), progress=False)
+    monkeypatch.setattr(train_mod, "_check_finite", real_check)
+    resumed = unet_weights(train_toy(tiny_cfg(tmp_path, "d"), resume=True, progress=False))
+    assert all(torch.equal(ref[k], resumed[k]) for k in ref)
+
+
+def test_refuses_to_overwrite_a_run_and_to_resume_nothing(tmp_path, capsys):
+    cfg = tiny_cfg(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(TrainingError, match="already holds a run"):
+        train_toy(cfg, progress=False)
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        train_toy(tiny_cfg(tmp_path, "empty"), resume=True, progress=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--output", str(tmp_path / "empty2"), "--arch", "tiny", "--resume"])
+    assert exit_info.value.code == 1
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = tiny_cfg(tmp_path, lr=1e30, unet_steps=50)
+    with pytest.raises(TrainingError, match=r"unet loss became .* at step \d+") as err:
+        train_toy(cfg, progress=False)
+    state = torch.load(tmp_path / "run" / "checkpoint" / "state.pt", weights_only=False)
+    assert "at step" in str(err.value)
+    for name in ("vae", "unet") if "unet" in state else ("vae",):
+        assert all(torch.isfinite(t).all() for t in state[name].values() if t.is_floating_point())
