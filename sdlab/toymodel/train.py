@@ -308,5 +308,7 @@ def main(argv=None) -> int:
 
         shutil.rmtree(TOY_MODEL_DIR, ignore_errors=True)
         shutil.copytree(out, TOY_MODEL_DIR)
+        shutil.copy(Path(cfg.output) / "log.csv", TOY_MODEL_DIR / "training_log.csv")
+        shutil.copy(Path(cfg.output) / "config.json", TOY_MODEL_DIR / "train_config.json")
         print(f"shipped to {TOY_MODEL_DIR}")
     return 0
