@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..toyworld import Scene, evaluate, render
+from .tokenizer import check_prompts
 
 HELD_OUT_SEED = 1_000_003
 """Seed of the held-out scenes (the training set is drawn from seed 0)."""
@@ -19,6 +20,7 @@ def generate(pipe, prompts, seeds, *, steps=25, guidance=7.5, batch_size=16):
     """One image per (prompt, seed); image i depends only on prompts[i] and seeds[i], not on the batching."""
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt")
+    check_prompts(pipe, prompts)
     images = []
     for start in range(0, len(prompts), batch_size):
         chunk = slice(start, start + batch_size)

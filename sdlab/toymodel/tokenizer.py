@@ -77,3 +77,16 @@ def warn_unknown_words(prompts) -> None:
                 f"tokens it never saw in training. Known words: {', '.join(vocabulary())}",
                 stacklevel=3,
             )
+
+
+def is_toy_tokenizer(tokenizer) -> bool:
+    """True for a tokenizer built by `build_tokenizer` (every toy-world word one token, a small vocabulary)."""
+    if len(tokenizer) > 2000:
+        return False
+    return all(len(tokenizer(w, add_special_tokens=False).input_ids) == 1 for w in vocabulary())
+
+
+def check_prompts(pipe, prompts) -> None:
+    """Warn about words the toy model never saw, when `pipe` is a toy-world model; real models pass through."""
+    if is_toy_tokenizer(pipe.tokenizer):
+        warn_unknown_words(prompts)
