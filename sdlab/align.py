@@ -1,0 +1,188 @@
+"""Token alignment for prompt-to-prompt: words to token positions, and how a target prompt's tokens map onto
+the source prompt's.
+
+Pure functions of a tokenizer and prompts. Positions count the start token, as the text encoder sees them:
+position 0 is `<|startoftext|>`, the prompt's first token is position 1. Prompts are truncated exactly as
+the pipeline truncates them (start token, the first `max_length - 2` tokens, end token) with a warning.
+
+A "word" is what the CLIP tokenizer splits before byte-pair encoding: a run of letters, a digit, or a run of
+punctuation. Its tokens are the ones up to and including the token that ends in `</w>`, so a word the
+vocabulary lacks ("watercolour" -> "water", "colour</w>") is still one word of several tokens.
+"""
+
+from __future__ import annotations
+
+import warnings
+from numbers import Real
+
+import torch
+
+GAP, MATCH, MISMATCH = 0, 1, -1
+"""Scores of the refinement alignment (Needleman-Wunsch): a gap costs nothing, a mismatch costs one."""
+
+
+def tokenize(tokenizer, prompt: str) -> list[int]:
+    """Token ids of `prompt` with start and end tokens, without padding, truncated as the pipeline does."""
+    if not isinstance(prompt, str):
+        raise TypeError(f"a prompt must be a string, got {type(prompt).__name__}: {prompt!r}")
+    ids = tokenizer(prompt).input_ids
+    limit = tokenizer.model_max_length
+    if len(ids) > limit:
+        dropped = tokenizer.decode(ids[limit - 1 : -1])
+        warnings.warn(
+            f"the prompt {prompt!r} has {len(ids) - 2} tokens but the text encoder reads {limit - 2}: "
+            f"{dropped!r} is dropped (the pipeline truncates the same way). Shorten the prompt.",
+            stacklevel=2,
+        )
+        ids = ids[: limit - 1] + [ids[-1]]
+    return ids
+
+
+def _groups(tokenizer, ids: list[int]) -> list[list[int]]:
+    """Positions (into `ids`) of each word of a tokenized prompt; start and end tokens excluded."""
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    marks_ends = any(t.endswith("</w>") for t in tokens[1:-1])
+    groups, current = [], []
+    for pos in range(1, len(ids) - 1):
+        current.append(pos)
+        if not marks_ends or tokens[pos].endswith("</w>"):
+            groups.append(current)
+            current = []
+    if current:  # truncation can cut a word in half
+        groups.append(current)
+    return groups
+
+
+def words(tokenizer, prompt: str) -> list[tuple[str, list[int]]]:
+    """`(word, token positions)` for each word of `prompt`, in order, as the tokenizer reads it (lower case)."""
+    ids = tokenize(tokenizer, prompt)
+    return [(tokenizer.decode([ids[p] for p in g]).strip(), g) for g in _groups(tokenizer, ids)]
+
+
+def word_indices(tokenizer, prompt: str, word: str | int) -> list[int]:
+    """Token positions of every occurrence of `word` in `prompt`.
+
+    `word` is matched as the tokenizer reads it (case and spacing do not matter; "bumpy road" matches the two
+    words in a row). An int picks the word at that index (0-based) of `words(tokenizer, prompt)`. A word that
+    is not in the prompt raises a `ValueError` that lists the prompt's words.
+    """
+    found = words(tokenizer, prompt)
+    if isinstance(word, bool) or not isinstance(word, (str, int)):
+        raise TypeError(f"a word must be a string or a word index, got {type(word).__name__}: {word!r}")
+    if isinstance(word, int):
+        if not -len(found) <= word < len(found):
+            raise IndexError(f"word index {word} is out of range: {prompt!r} has {len(found)} words")
+        return list(found[word][1])
+    ids = tokenize(tokenizer, prompt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wanted = tokenizer(word, add_special_tokens=False).input_ids
+    n = len(wanted)
+    starts = [g[0] for _, g in found]
+    hits = [list(range(s, s + n)) for s in starts if n and ids[s : s + n] == wanted and (s + n == len(ids) - 1 or s + n in starts)]
+    if not hits:
+        names = ", ".join(w for w, _ in found)
+        raise ValueError(f"{word!r} is not a word of the prompt {prompt!r}; its words are: {names}")
+    return [p for h in hits for p in h]
+
+
+def replacement_mapper(tokenizer, source: str, target: str) -> torch.Tensor:
+    """The Replace mapper: a `(L, L)` matrix `M` (L = 77) with `M[s, t]` the share of source token s's attention
+    that target token t receives, so the target's edited map is `P_source @ M`.
+
+    Prompts must have the same number of words. Equal words map token to token; a swapped word of a different
+    token count spreads each source token's weight evenly over the new word's tokens, and the tokens after it
+    stay aligned. After the last word the end and padding tokens map in order; source padding that runs past
+    the end maps onto the last position. Every row sums to 1, so attention stays normalised.
+    """
+    L = tokenizer.model_max_length
+    src, tgt = tokenize(tokenizer, source), tokenize(tokenizer, target)
+    gs, gt = _groups(tokenizer, src), _groups(tokenizer, tgt)
+    if len(gs) != len(gt):
+        raise ValueError(
+            f"Replace swaps words one for one, but the source {source!r} has {len(gs)} words and the target "
+            f"{target!r} has {len(gt)}. Use Refine to add or remove words."
+        )
+    m = torch.zeros(L, L)
+    m[0, 0] = 1.0
+    for s_pos, t_pos in zip(gs, gt):
+        if len(s_pos) == len(t_pos):
+            m[s_pos, t_pos] = 1.0
+        else:
+            for s in s_pos:
+                m[s, t_pos] = 1.0 / len(t_pos)
+    s_end, t_end = len(src) - 1, len(tgt) - 1  # positions of the end tokens
+    for k in range(L - s_end):
+        m[s_end + k, min(t_end + k, L - 1)] = 1.0
+    return m
+
+
+def global_align(x: list, y: list) -> list[tuple[int, int]]:
+    """Needleman-Wunsch global alignment of sequences `x` and `y` (match 1, mismatch -1, gap 0).
+
+    Returns the matched pairs `(i, j)` with `x[i] == y[j]`, increasing in both. Ties prefer a match, then a gap
+    in `x`, as the prompt-to-prompt reference does.
+    """
+    n, m = len(x), len(y)
+    score = [[0] * (m + 1) for _ in range(n + 1)]
+    move = [[0] * (m + 1) for _ in range(n + 1)]  # 1 diagonal, 2 left (gap in x), 3 up (gap in y)
+    for i in range(1, n + 1):
+        move[i][0] = 3
+    for j in range(1, m + 1):
+        move[0][j] = 2
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            diag = score[i - 1][j - 1] + (MATCH if x[i - 1] == y[j - 1] else MISMATCH)
+            left, up = score[i][j - 1] + GAP, score[i - 1][j] + GAP
+            best = max(diag, left, up)
+            score[i][j] = best
+            move[i][j] = 1 if diag == best else 2 if left == best else 3
+    pairs, i, j = [], n, m
+    while i > 0 or j > 0:
+        step = move[i][j]
+        if step == 1:
+            if x[i - 1] == y[j - 1]:
+                pairs.append((i - 1, j - 1))
+            i, j = i - 1, j - 1
+        elif step == 2:
+            j -= 1
+        else:
+            i -= 1
+    return pairs[::-1]
+
+
+def refinement_alignment(tokenizer, source: str, target: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Refine alignment: for each target position, the source position it copies attention from (or -1)
+    and its alpha (1 where aligned, 0 for tokens the target adds).
+
+    Aligns the token ids (start and end tokens included) globally; padding after the end token maps in
+    order, clipped to the last position.
+    """
+    L = tokenizer.model_max_length
+    src, tgt = tokenize(tokenizer, source), tokenize(tokenizer, target)
+    mapper = torch.full((L,), -1, dtype=torch.long)
+    for i, j in global_align(src, tgt):
+        mapper[j] = i
+    for t in range(len(tgt), L):
+        mapper[t] = min(len(src) + t - len(tgt), L - 1)
+    return mapper, (mapper >= 0).float()
+
+
+def check_weight(word, value) -> float:
+    """`value` as a float, or a `TypeError` naming `word` if it is not a finite real number."""
+    if isinstance(value, bool) or not isinstance(value, Real) or value != value or abs(value) == float("inf"):
+        raise TypeError(f"the weight of {word!r} must be a finite number such as 2.0, got {value!r}")
+    return float(value)
+
+
+def equalizer(tokenizer, prompt: str, weights: dict) -> torch.Tensor:
+    """Per-token attention scale `(L,)` for Reweight: `weights[word]` on each of the word's tokens, 1 elsewhere.
+
+    Several words may carry different weights (`{"bumpy": 4.0, "red": 0.5}`); a weight may be negative.
+    """
+    if not isinstance(weights, dict) or not weights:
+        raise TypeError(f"Reweight needs a non-empty dict word -> weight, e.g. {{'bumpy': 4.0}}; got {weights!r}")
+    e = torch.ones(tokenizer.model_max_length)
+    for word, value in weights.items():
+        e[word_indices(tokenizer, prompt, word)] = check_weight(word, value)
+    return e

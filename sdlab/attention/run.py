@@ -1,0 +1,110 @@
+"""The one denoising loop: the pipeline's own `__call__`, with a controller installed and told each step's end.
+
+`generate` is what capture and every edit call. It draws one initial latent from `seed` (on the CPU, so a
+seed gives the same picture on every device), shares it across all prompts, and hands it to the pipeline
+with `latents=`; `callback_on_step_end` advances the controller and lets it change the latents (LocalBlend).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .control import Controller, Run, check_unet, control
+
+
+@dataclass
+class Generation:
+    images: list
+    """One output per prompt (PIL images by default; a latent tensor for `output_type="latent"`)."""
+    latent: torch.Tensor
+    """The shared initial latent `(1, channels, h, w)`."""
+    prompts: list
+
+
+def check_pipeline(pipe) -> None:
+    """A clear error unless `pipe` is a Stable Diffusion 1.x/2.x pipeline with a text-conditioned UNet."""
+    from diffusers import StableDiffusionPipeline
+
+    name = type(pipe).__name__
+    if hasattr(pipe, "text_encoder_2") or "XL" in name:
+        raise ValueError(
+            f"{name} (SDXL) is not supported yet: its UNet takes two text encoders and extra conditioning. "
+            "Use a Stable Diffusion 1.x/2.x pipeline (`sdlab.load_pipeline`)."
+        )
+    if not isinstance(pipe, StableDiffusionPipeline):
+        raise TypeError(f"{name} is not a StableDiffusionPipeline; sdlab runs SD 1.x/2.x pipelines and the toy model")
+    check_unet(pipe.unet)
+
+
+def initial_latent(pipe, seed: int, height: int | None = None, width: int | None = None) -> torch.Tensor:
+    """The seeded starting noise `(1, channels, height/f, width/f)`, drawn on the CPU in float32."""
+    f = pipe.vae_scale_factor
+    height = height or pipe.unet.config.sample_size * f
+    width = width or pipe.unet.config.sample_size * f
+    if height % f or width % f:
+        raise ValueError(f"height and width must be multiples of {f} (the VAE's downsampling); got {height}x{width}")
+    shape = (1, pipe.unet.config.in_channels, height // f, width // f)
+    return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(seed)))
+
+
+def generate(
+    pipe,
+    prompts: list[str],
+    controller: Controller | None = None,
+    *,
+    seed: int = 0,
+    steps: int = 50,
+    guidance: float = 7.5,
+    latent: torch.Tensor | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    negative_prompt: str | None = None,
+    output_type: str = "pil",
+) -> Generation:
+    """Generate one image per prompt from one shared initial latent, under `controller` if given.
+
+    `latent` (1, c, h, w) overrides `seed`. Guidance `<= 1` runs without classifier-free guidance.
+    """
+    check_pipeline(pipe)
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    prompts = list(prompts)
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        raise TypeError(f"prompts must be a non-empty list of strings, got {prompts!r}")
+    if latent is None:
+        latent = initial_latent(pipe, seed, height, width)
+    elif latent.ndim != 4 or latent.shape[0] != 1 or latent.shape[1] != pipe.unet.config.in_channels:
+        raise ValueError(f"latent must be (1, {pipe.unet.config.in_channels}, h, w); got {tuple(latent.shape)}")
+    device, dtype = pipe._execution_device, pipe.unet.dtype
+    latents = latent.to(device=device, dtype=dtype).repeat(len(prompts), 1, 1, 1)
+    h, w = latents.shape[-2:]
+    f = pipe.vae_scale_factor
+    kwargs = dict(
+        prompt=prompts,
+        negative_prompt=None if negative_prompt is None else [negative_prompt] * len(prompts),
+        latents=latents,
+        height=h * f,
+        width=w * f,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        output_type=output_type,
+    )
+    if controller is None:
+        out = pipe(**kwargs)
+    else:
+        pipe.scheduler.set_timesteps(steps)
+        run = Run(tuple(prompts), len(pipe.scheduler.timesteps), (h, w), device, dtype)
+
+        def step_end(pipeline, i, t, tensors):
+            latents = controller.step_end(i, tensors["latents"])
+            controller.set_step(i + 1)
+            return {"latents": latents}
+
+        with control(pipe.unet, controller, run):
+            out = pipe(**kwargs, callback_on_step_end=step_end)
+    images = out.images
+    if output_type == "latent":
+        images = list(images)
+    return Generation(images=images, latent=latent.detach().cpu(), prompts=prompts)

@@ -1,0 +1,329 @@
+"""Prompt-to-prompt editing (Hertz et al. 2022): edit a generated image by editing its prompt.
+
+The source and every target start from one latent and are denoised together; during the first steps each
+target's cross-attention is taken (through a token mapping) from the source's, so the layout stays while the
+words change. Every edit reduces, per target, to a token mapping `M` (source -> target), a per-token alpha `a`
+(1 where the target token has a source token) and an equalizer `e` (Reweight's scales). The paper's edited map
+is then, with `w` the time window of each token (1 while it is controlled),
+
+    P' = w * (P_src M diag(a) + P_tgt diag(1 - a)) diag(e) + (1 - w) * P_tgt,
+
+and its output `P' V` is computed without materialising P as
+
+    SDPA(q_src, k_src, M diag(a e w) V) + SDPA(q_tgt, k_tgt, diag((1 - a) e w + 1 - w) V).
+
+Self-attention injection (the target attends as the source did) is SDPA(q_src, k_src, v_tgt). Edits touch the
+conditional half of the guidance batch only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from numbers import Real
+
+import torch
+import torch.nn.functional as F
+
+from . import align
+from .attention import Controller, default_level, generate, probabilities, sdpa
+from .attention.capture import level_for
+
+DEFAULT_CROSS, DEFAULT_SELF = 0.8, 0.4
+
+
+def window(value, name: str) -> tuple[float, float]:
+    """A schedule as (start, end) fractions of the steps: tau means [0, tau); a pair is [start, end)."""
+    pair = (0.0, value) if isinstance(value, Real) and not isinstance(value, bool) else value
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(
+        isinstance(x, Real) and not isinstance(x, bool) for x in pair
+    ):
+        raise TypeError(f"{name} must be a fraction of the steps like 0.8, or a (start, end) pair; got {value!r}")
+    start, end = float(pair[0]), float(pair[1])
+    if not (0.0 <= start <= 1.0 and 0.0 <= end <= 1.0):
+        raise ValueError(f"{name}={value!r} is outside [0, 1]: schedules are fractions of the denoising steps")
+    if start > end:
+        raise ValueError(f"{name}={value!r} starts after it ends; give (start, end) with start <= end")
+    return start, end
+
+
+def cross_windows(value, name="cross_steps") -> dict:
+    """cross_steps as {"default_": (start, end), word: (start, end), ...}."""
+    if isinstance(value, dict):
+        out = {"default_": window(value.get("default_", DEFAULT_CROSS), f"{name}['default_']")}
+        for word, v in value.items():
+            if word != "default_":
+                if not isinstance(word, str):
+                    raise TypeError(f"{name} keys must be words or 'default_', got {word!r}")
+                out[word] = window(v, f"{name}[{word!r}]")
+        return out
+    return {"default_": window(value, name)}
+
+
+@dataclass
+class LocalBlend:
+    """Keep the target equal to the source outside the pixels of `words` (the paper's local editing).
+
+    After each step from `start` on, the targets' latents are blended with the source's through a mask: the
+    cross-attention of `words` (summed over every prompt that holds them; a word needs to be in one prompt at
+    least) at resolution `res` (default: the capture default), max-pooled 3x3, normalised, above `threshold`.
+    """
+
+    words: str | list = ()
+    threshold: float = 0.3
+    start: float = 0.2
+    res: int | None = None
+
+    def __post_init__(self):
+        self.words = [self.words] if isinstance(self.words, str) else list(self.words)
+        if not self.words or not all(isinstance(w, str) and w.strip() for w in self.words):
+            raise ValueError(f"LocalBlend needs one or more words, e.g. LocalBlend(['cat', 'dog']); got {self.words!r}")
+        window((self.threshold, self.threshold), "LocalBlend threshold")
+        window((self.start, self.start), "LocalBlend start")
+
+
+@dataclass(kw_only=True)
+class _Edit:
+    cross_steps: float | tuple | dict | None = None
+    """Fraction of steps (or (start, end), or {"default_": .., word: ..}) during which cross-attention is edited."""
+    self_steps: float | tuple | None = None
+    """Steps during which the targets' self-attention is the source's."""
+    local_blend: LocalBlend | None = None
+    self_max_res: int | None = None
+    """Inject self-attention only in layers at most this high (default: the capture default resolution)."""
+
+    def __post_init__(self):
+        self.cross_steps = DEFAULT_CROSS if self.cross_steps is None else self.cross_steps
+        self.self_steps = DEFAULT_SELF if self.self_steps is None else self.self_steps
+        cross_windows(self.cross_steps), window(self.self_steps, "self_steps")
+        if self.local_blend is not None and not isinstance(self.local_blend, LocalBlend):
+            raise TypeError(f"local_blend must be a LocalBlend, got {self.local_blend!r}")
+
+
+@dataclass(kw_only=True)
+class Replace(_Edit):
+    """Swap words one for one ("a red cat" -> "a red dog"); the prompts need the same number of words."""
+
+    def mapping(self, tokenizer, source, target, index):
+        m = align.replacement_mapper(tokenizer, source, target)
+        return m, torch.ones(len(m)), torch.ones(len(m))
+
+
+@dataclass(kw_only=True)
+class Refine(_Edit):
+    """Add or remove words ("a cat" -> "a striped cat"); shared tokens keep the source's attention."""
+
+    def mapping(self, tokenizer, source, target, index):
+        mapper, alpha = align.refinement_alignment(tokenizer, source, target)
+        m = torch.zeros(len(mapper), len(mapper))
+        hit = mapper >= 0
+        m[mapper[hit], torch.nonzero(hit).squeeze(1)] = 1.0
+        return m, alpha, torch.ones(len(mapper))
+
+
+@dataclass(kw_only=True)
+class Reweight(_Edit):
+    """Scale the attention on words: `Reweight({"bumpy": 4.0})`; a weight may be a list, one per target.
+
+    Without `base` each target must be the source prompt itself (the source's attention is reweighted); with
+    `base=Replace(...)` or `base=Refine(...)` the base maps the tokens first. Schedules left unset come from
+    the base, else the paper's defaults.
+    """
+
+    weights: dict = field(kw_only=False)
+    base: Replace | Refine | None = None
+
+    def __post_init__(self):
+        if self.base is not None and not isinstance(self.base, (Replace, Refine)):
+            raise TypeError(f"Reweight's base must be Replace(...), Refine(...) or None; got {self.base!r}")
+        for name in ("cross_steps", "self_steps", "local_blend", "self_max_res"):
+            if getattr(self, name) is None and self.base is not None:
+                setattr(self, name, getattr(self.base, name))
+        super().__post_init__()
+        if not isinstance(self.weights, dict) or not self.weights:
+            raise TypeError(f"Reweight needs a dict word -> weight, e.g. Reweight({{'bumpy': 4.0}}); got {self.weights!r}")
+        for word, value in self.weights.items():
+            for v in value if isinstance(value, (list, tuple)) else [value]:
+                align.check_weight(word, v)
+
+    def weights_for(self, index: int, n_targets: int) -> dict:
+        out = {}
+        for word, value in self.weights.items():
+            if isinstance(value, (list, tuple)):
+                if len(value) != n_targets:
+                    raise ValueError(f"the weights of {word!r} are {len(value)} values for {n_targets} targets")
+                value = value[index]
+            out[word] = value
+        return out
+
+    def mapping(self, tokenizer, source, target, index, n_targets=1):
+        if self.base is None:
+            if align.tokenize(tokenizer, source) != align.tokenize(tokenizer, target):
+                raise ValueError(
+                    f"Reweight without a base reweights the source's own attention, so the target must be the "
+                    f"source prompt; {target!r} differs from {source!r}. Pass base=Refine() or base=Replace()."
+                )
+            L = tokenizer.model_max_length
+            m, a = torch.eye(L), torch.ones(L)
+        else:
+            m, a, _ = self.base.mapping(tokenizer, source, target, index)
+        return m, a, align.equalizer(tokenizer, target, self.weights_for(index, n_targets))
+
+
+class EditController(Controller):
+    """Runs one edit over [source, *targets]; see the module docstring for the arithmetic."""
+
+    def __init__(self, edit, tokenizer, source: str, targets: list[str]):
+        self.edit = edit
+        n_t = len(targets)
+        maps = []
+        for j, target in enumerate(targets):
+            extra = {"n_targets": n_t} if isinstance(edit, Reweight) else {}
+            maps.append(edit.mapping(tokenizer, source, target, j, **extra))
+        self.M = torch.stack([m for m, _, _ in maps])  # (targets, L, L): M[s, t]
+        self.a = torch.stack([a for _, a, _ in maps])  # (targets, L)
+        self.e = torch.stack([e for _, _, e in maps])
+        windows = cross_windows(edit.cross_steps)
+        L = tokenizer.model_max_length
+        self.w_start = torch.full((n_t, L), windows["default_"][0])  # per target token: its cross window
+        self.w_end = torch.full((n_t, L), windows["default_"][1])
+        for word, (s, e) in windows.items():
+            if word == "default_":
+                continue
+            found = False
+            for j, target in enumerate(targets):
+                try:
+                    idx = align.word_indices(tokenizer, target, word)
+                except ValueError:
+                    continue
+                self.w_start[j, idx], self.w_end[j, idx], found = s, e, True
+            if not found:
+                raise ValueError(f"cross_steps names {word!r}, which is in none of the targets {targets!r}")
+        self.self_window = window(edit.self_steps, "self_steps")
+        self.blend = edit.local_blend
+        if self.blend is not None:
+            prompts = [source, *targets]
+            tokens = torch.zeros(len(prompts), L)
+            for word in self.blend.words:
+                hits = 0
+                for i, p in enumerate(prompts):
+                    try:
+                        tokens[i, align.word_indices(tokenizer, p, word)] = 1.0
+                        hits += 1
+                    except ValueError:
+                        pass
+                if not hits:
+                    raise ValueError(f"LocalBlend word {word!r} is in none of the prompts {prompts!r}")
+            self.blend_tokens = tokens
+
+    def start(self, run, layers):
+        super().start(run, layers)
+
+        base = default_level(layers)
+        res = self.edit.self_max_res
+        self.self_ok = {
+            layer.name: (layer.level >= base if res is None else layer.map_shape(run.latent_hw)[0] <= res)
+            for layer in layers
+        }
+        self.blend_level = None
+        if self.blend is not None:
+            self.blend_level = level_for(self.blend.res, layers, run, "LocalBlend")
+            self._blend_tokens = self.blend_tokens.to(run.device, torch.float32)
+        self.blend_sum, self._aw, self._index = None, None, {}
+
+    def wants(self, layer):
+        return layer.is_cross or self.self_ok[layer.name]
+
+    def set_step(self, step):
+        T = self.run.steps
+        aw = ((step >= self.w_start * T) & (step < self.w_end * T)).float()
+        if self._aw is None or not torch.equal(aw, self._aw):  # rebuilt only where a window opens or closes
+            self._aw = aw
+            a_s = self.a * self.e * aw
+            beta = (1 - self.a) * self.e * aw + (1 - aw)
+            self.cross_on = bool((a_s != 0).any() or (beta != 1).any())
+            dev, dt = self.run.device, self.run.dtype
+            self._W = (self.M * a_s[:, None, :]).to(dev, dt)
+            self._beta = None if bool((beta == 0).all()) else beta.to(dev, dt)
+        s0, s1 = self.self_window
+        self.self_on = s0 * T <= step < s1 * T
+        super().set_step(step)
+
+    def active(self, layer, step):
+        if layer.is_cross:
+            return self.cross_on or layer.level == self.blend_level
+        return self.self_on
+
+    def index(self, c, device):
+        """Rows [0 .. c] then the source row c once per target: the batch with targets read from the source."""
+        if c not in self._index:
+            rows = list(range(c + 1)) + [c] * (self.run.n - 1)
+            self._index[c] = torch.tensor(rows, device=device)
+        return self._index[c]
+
+    def attend(self, layer, q, k, v):
+        c = self.cond_offset(layer, q.shape[0])
+        if not layer.is_cross:
+            idx = self.index(c, q.device)
+            return sdpa(q[idx], k[idx], v)
+        if layer.level == self.blend_level:
+            p = probabilities(q[c:], k[c:])
+            m = torch.einsum("bhnl,bl->bn", p, self._blend_tokens)
+            self.blend_sum = m if self.blend_sum is None else self.blend_sum.add_(m)
+        if not self.cross_on:
+            return sdpa(q, k, v)
+        wv = self._W[:, None] @ v[c + 1 :]  # (targets, heads, L, d): M diag(a e w) V_tgt
+        if self._beta is None:
+            idx = self.index(c, q.device)
+            return sdpa(q[idx], k[idx], torch.cat([v[: c + 1], wv]))
+        n_t, batch = self.run.n - 1, q.shape[0]
+        qq = torch.cat([q, q[c : c + 1].expand(n_t, -1, -1, -1)])
+        kk = torch.cat([k, k[c : c + 1].expand(n_t, -1, -1, -1)])
+        vv = torch.cat([v[: c + 1], v[c + 1 :] * self._beta[:, None, :, None], wv])
+        o = sdpa(qq, kk, vv)
+        out = o[:batch]
+        out[c + 1 :] += o[batch:]
+        return out
+
+    def step_end(self, step, latents):
+        if self.blend is None or self.blend_sum is None or step < self.blend.start * self.run.steps:
+            return latents
+        h, w = self.blend_shape()
+        maps = self.blend_sum.view(-1, 1, h, w)
+        maps = F.max_pool2d(maps, 3, 1, padding=1)
+        maps = F.interpolate(maps, size=tuple(latents.shape[-2:]))
+        maps = maps / maps.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)
+        mask = maps > self.blend.threshold
+        mask = (mask[:1] | mask[1:]).to(latents.dtype)
+        out = latents.clone()
+        out[1:] = latents[:1] + mask * (latents[1:] - latents[:1])
+        return out
+
+    def blend_shape(self):
+        return tuple(math.ceil(s / 2**self.blend_level) for s in self.run.latent_hw)
+
+
+@dataclass
+class EditResult:
+    images: list
+    """[source, *targets]."""
+    prompts: list
+    latent: torch.Tensor
+    """The shared initial latent (1, c, h, w)."""
+    edit: object
+
+
+def edit(pipe, source: str, targets, edit, *, seed=0, steps=50, guidance=7.5, latent=None, height=None,
+         width=None, negative_prompt=None, output_type="pil") -> EditResult:
+    """Generate `source` and edit it into each of `targets` with `edit` (Replace, Refine or Reweight)."""
+    if isinstance(targets, str):
+        targets = [targets]
+    targets = list(targets)
+    if not targets:
+        raise ValueError("edit needs at least one target prompt, e.g. edit(pipe, 'a red cat', ['a red dog'], Replace())")
+    if not isinstance(edit, (Replace, Refine, Reweight)):
+        raise TypeError(f"edit must be Replace(...), Refine(...) or Reweight(...); got {edit!r}")
+    ctl = EditController(edit, pipe.tokenizer, source, targets)
+    gen = generate(pipe, [source, *targets], ctl, seed=seed, steps=steps, guidance=guidance, latent=latent,
+                   height=height, width=width, negative_prompt=negative_prompt, output_type=output_type)
+    return EditResult(gen.images, gen.prompts, gen.latent, edit)
