@@ -1,0 +1,128 @@
+"""Progression: fixed prompts, fixed seeds, sampled at step 0 and every V steps; PNGs, measurements, grids.
+
+Sampling goes through `sdlab.attention.generate`, the one denoising loop every part of sdlab uses.
+
+Layout under `OUTPUT/validation/`:
+    step-000120/00-prompt.png ...   one image per validation prompt (seed = validation_seed + index)
+    metrics.csv                     one row per image: step, kind, prompt, seed, image, and the measurements
+    tradeoff.csv                    one row per step: mean fidelity and style of the probes and of the prompts
+    progression.png, before_after.png, tradeoff.png   written when the run ends
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import torch
+
+TOY_PROMPTS = ("a photo of a pink cat on sand", "a blue bird in the sky", "a picture of a yellow fish at night")
+"""In-domain validation prompts for the toy model (creature-like objects, the finetuning style's home)."""
+TOY_PROBES = ("a photo of a red car on a road", "a purple house in the snow")
+"""Out-of-domain probes for the toy model: objects a creature dataset has no creature for, in the plain style
+the base model draws. Their fidelity is the "yoda" of the report, measurable."""
+REAL_PROMPTS = ("girl with a pearl earring", "cute Obama creature", "Donald Trump")
+"""The report's before/after prompts (Figs. 11-12), for real Stable Diffusion weights."""
+REAL_PROBES = ("yoda",)
+"""The report's out-of-domain probe (Fig. 13)."""
+TOY_SIZE = 64
+
+
+def default_prompts(resolution: int) -> tuple[tuple, tuple]:
+    """(prompts, probes): toy-world captions when the model makes the toy world's 64x64 images, else the report's."""
+    return (TOY_PROMPTS, TOY_PROBES) if resolution == TOY_SIZE else (REAL_PROMPTS, REAL_PROBES)
+
+
+def read_csv(path: Path) -> list[dict]:
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for k, v in row.items():
+            if k in ("step", "index", "seed"):
+                row[k] = int(v)
+            elif k not in ("kind", "prompt", "image"):
+                row[k] = float(v) if v not in ("", None) else float("nan")
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    keys = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+class Progression:
+    """Samples the validation prompts with fixed seeds and records images and measurements per step."""
+
+    def __init__(self, folder: Path, prompts, probes, *, seed: int, inference_steps: int, guidance_scale: float,
+                 metrics=None):
+        self.folder = Path(folder)
+        self.items = [("prompt", p) for p in prompts] + [("probe", p) for p in probes]
+        self.seed, self.inference_steps, self.guidance_scale = seed, inference_steps, guidance_scale
+        self.metrics = metrics
+        self.rows = read_csv(self.folder / "metrics.csv")
+        self.summary = read_csv(self.folder / "tradeoff.csv")
+
+    def forget_after(self, step: int) -> None:
+        """Drop records of steps after `step` (a resumed run redoes them)."""
+        self.rows = [r for r in self.rows if r["step"] <= step]
+        self.summary = [r for r in self.summary if r["step"] <= step]
+
+    def done(self, step: int) -> bool:
+        return any(r["step"] == step for r in self.summary)
+
+    @torch.no_grad()
+    def run(self, step: int, pipe, extra: dict | None = None) -> dict:
+        """Sample every prompt at this step with `pipe`, save PNGs and measurements; return the step's summary."""
+        from ..attention import generate  # the one denoising loop of sdlab
+
+        prompts = [p for _, p in self.items]
+        images = [
+            generate(pipe, [p], seed=self.seed + i, steps=self.inference_steps, guidance=self.guidance_scale).images[0]
+            for i, p in enumerate(prompts)
+        ]
+        out = self.folder / f"step-{step:06d}"
+        out.mkdir(parents=True, exist_ok=True)
+        measured = self.metrics.measure(images, prompts) if self.metrics else [{} for _ in images]
+        self.rows = [r for r in self.rows if r["step"] != step]
+        for i, ((kind, prompt), image, m) in enumerate(zip(self.items, images, measured)):
+            name = f"{i:02d}-{kind}.png"
+            image.save(out / name)
+            self.rows.append({"step": step, "kind": kind, "index": i, "prompt": prompt, "seed": self.seed + i,
+                              "image": f"{out.name}/{name}", **m})
+        summary = {"step": step, **(extra or {})}
+        for kind in ("probe", "prompt"):
+            mine = [m for (k, _), m in zip(self.items, measured) if k == kind]
+            for key in (self.metrics.columns if self.metrics else ()):
+                if key in ("fidelity", "style") and mine:
+                    summary[f"{kind}_{key}"] = sum(m[key] for m in mine) / len(mine)
+        self.summary = [r for r in self.summary if r["step"] != step] + [summary]
+        self.summary.sort(key=lambda r: r["step"])
+        self.save()
+        return summary
+
+    def save(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        _write_csv(self.folder / "metrics.csv", self.rows)
+        _write_csv(self.folder / "tradeoff.csv", self.summary)
+
+    def write_figures(self) -> None:
+        """progression.png, before_after.png and (with measurements) tradeoff.png next to the CSVs."""
+        from . import plots
+
+        run = self.folder.parent
+        if not self.rows:
+            return
+        for name, fig in (("progression", plots.progression_figure(run)), ("before_after", plots.before_after_figure(run))):
+            fig.savefig(self.folder / f"{name}.png", dpi=100, bbox_inches="tight")
+        if any("probe_fidelity" in r for r in self.summary):
+            plots.tradeoff_figure(run).savefig(self.folder / "tradeoff.png", dpi=100, bbox_inches="tight")
