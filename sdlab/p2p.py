@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from . import align
-from .attention import Controller, default_level, generate, probabilities, sdpa
+from .attention import Controller, check_pipeline, default_level, generate, probabilities, sdpa
 from .attention.capture import level_for
 
 DEFAULT_CROSS, DEFAULT_SELF = 0.8, 0.4
@@ -316,6 +316,7 @@ class EditResult:
 def edit(pipe, source: str, targets, edit, *, seed=0, steps=50, guidance=7.5, latent=None, height=None,
          width=None, negative_prompt=None, output_type="pil") -> EditResult:
     """Generate `source` and edit it into each of `targets` with `edit` (Replace, Refine or Reweight)."""
+    check_pipeline(pipe)
     if isinstance(targets, str):
         targets = [targets]
     targets = list(targets)

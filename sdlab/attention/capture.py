@@ -14,7 +14,7 @@ import torch
 from .. import align
 from .control import Controller, Run
 from .processor import LayerInfo, probabilities, sdpa
-from .run import generate
+from .run import check_pipeline, generate
 
 
 def default_level(layers: list[LayerInfo]) -> int:
@@ -126,6 +126,7 @@ def capture(
     cross-attention). `self_res`: the same for self-attention (default: `res`). `places`: which of the
     "down", "mid", "up" blocks to average.
     """
+    check_pipeline(pipe)
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     for p in prompts:
         align.tokenize(pipe.tokenizer, p)  # warns on truncation
