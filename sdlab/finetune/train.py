@@ -85,7 +85,8 @@ def check_resolution(resolution: int, pipe) -> None:
     down_unet = 2 ** (len(pipe.unet.config.block_out_channels) - 1)
     factor = pipe.vae_scale_factor * down_unet
     if not isinstance(resolution, int) or resolution < factor or resolution % factor:
-        near = max(factor, round(resolution / factor) * factor) if isinstance(resolution, int) else factor
+        lower = resolution // factor * factor if isinstance(resolution, int) else 0
+        near = f"{lower} or {lower + factor}" if lower else f"{factor}"
         raise FinetuneError(
             f"resolution {resolution} does not fit this model: the VAE downsamples by {pipe.vae_scale_factor} and "
             f"the UNet by {down_unet} more, so use a multiple of {factor} (e.g. {near})"
@@ -121,16 +122,16 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     accelerator = _accelerator(config)
     main, device = accelerator.is_main_process, accelerator.device
     resume_dir, wipe = checkpoints.check_output(config)
-    accelerator.wait_for_everyone()  # every process has checked before the main one writes
-    if main:
-        checkpoints.take_output(config, resume_dir, wipe)
-    accelerator.wait_for_everyone()
-    out = Path(config.output).expanduser()
-
     pipe = load_pipeline(config.model, device="cpu", dtype=torch.float32)
     resolution = config.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
     check_resolution(resolution, pipe)
     data = open_dataset(config.dataset, config.image_column, config.caption_column).scan(config.strict)
+    BatchOrder(len(data), config.batch_size, accelerator.num_processes, 0, config.seed, 0, 0)  # raises if too small
+    accelerator.wait_for_everyone()  # all inputs checked on every process before the main one writes anything
+    if main:
+        checkpoints.take_output(config, resume_dir, wipe)
+    accelerator.wait_for_everyone()
+    out = Path(config.output).expanduser()
 
     parts = modules.TrainParts(pipe, config, accelerator)
     noise_scheduler = parts.noise_scheduler
