@@ -289,3 +289,30 @@ def test_nonfinite_loss_message_names_inf_too(model, data, tmp_path, monkeypatch
     monkeypatch.setattr(train_mod, "diffusion_loss", lambda *a, **k: real(*a, **k) * math.inf)
     with pytest.raises(FinetuneError, match=r"loss is inf at step 1 .*Last good checkpoint: none"):
         finetune(cfg(model, data, tmp_path / "o"))
+
+
+def test_clip_metrics_with_local_weights_and_one_message_without(tmp_path):
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from sdlab.finetune.metrics import ClipMetrics, pick_metrics
+    from sdlab.toymodel import build_tokenizer
+
+    tok = build_tokenizer()
+    text = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=77, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id)
+    vision = dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                  num_attention_heads=2)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(tmp_path / "clip")
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=processor, tokenizer=tok).save_pretrained(tmp_path / "clip")
+    images = [render(s) for s in sample_scenes(3, 0)]
+    prompts = ["yoda", "girl with a pearl earring", "Donald Trump"]
+    metrics, why = pick_metrics("auto", prompts, str(tmp_path / "clip"), images)
+    assert isinstance(metrics, ClipMetrics) and why is None
+    rows = metrics.measure(images, prompts)
+    assert all(0 <= r["clip_score"] <= 100 and -1 <= r["style"] <= 1 for r in rows)
+    metrics, why = pick_metrics("auto", prompts, str(tmp_path / "absent"), images)
+    assert metrics is None and why.startswith("CLIP metrics skipped: no local CLIP weights")
+    toy, why = pick_metrics("none", prompts, None)
+    assert toy is None and "off" in why

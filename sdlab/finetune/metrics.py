@@ -57,11 +57,11 @@ class ToyWorldMetrics:
 
 
 class ClipMetrics:
-    """CLIP score (100 x cosine of image and prompt embeddings, floored at 0, as torchmetrics' `CLIPScore`) as
-    fidelity, and mean CLIP cosine similarity to the training images as style."""
+    """CLIP score (100 x cosine of image and prompt embeddings, floored at 0, as torchmetrics' `CLIPScore`);
+    fidelity is it / 100; style is the cosine similarity to the mean CLIP embedding of training images."""
 
     name = "clip"
-    columns = ("fidelity", "style")
+    columns = ("clip_score", "fidelity", "style")
 
     def __init__(self, model: str, reference_images, device="cpu"):
         from transformers import CLIPModel, CLIPProcessor
@@ -90,7 +90,7 @@ class ClipMetrics:
         txt = txt / txt.norm(dim=-1, keepdim=True)
         score = (100 * (img * txt).sum(-1)).clamp(min=0)
         style = img @ self.reference if self.reference is not None else torch.full_like(score, float("nan"))
-        return [{"fidelity": float(s), "style": float(st)} for s, st in zip(score, style)]
+        return [{"clip_score": float(s), "fidelity": float(s) / 100, "style": float(st)} for s, st in zip(score, style)]
 
 
 def pick_metrics(mode: str, prompts, clip_model: str | None, reference_images=None, device="cpu"):

@@ -44,6 +44,8 @@ class FinetuneResult:
     """One dict per validation: step, probe/prompt fidelity and style (empty without validation)."""
     skipped_images: int
     """Unreadable images skipped."""
+    step_seconds: list
+    """Wall time of each optimizer step of this invocation (data, forward, backward, update; no validation)."""
 
 
 def _seed_of(*parts: int) -> int:
@@ -157,7 +159,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
 
     bar = tqdm(total=config.max_steps, initial=start, disable=not (main and config.progress), desc="finetune",
                dynamic_ncols=True)
-    seen, batches, t_train, n_images, last_loss = [], iter(loader), 0.0, 0, float("nan")
+    seen, batches, t_train, n_images, last_loss, times = [], iter(loader), 0.0, 0, float("nan"), []
     for step in range(start, config.max_steps):
         t0 = time.perf_counter()
         total = 0.0
@@ -194,6 +196,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
             parts.ema.step(parts.params)
         dt = time.perf_counter() - t0
         t_train, n_images, last_loss = t_train + dt, n_images + A * B * world, total
+        times.append(dt)
         bar.update(1)
         bar.set_postfix(loss=f"{total:.4f}", img_s=f"{n_images / max(t_train, 1e-9):.1f}")
         done = step + 1
@@ -220,7 +223,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return FinetuneResult(out, config.max_steps, start, n_images / max(t_train, 1e-9),
-                          list(progression.summary) if progression else [], len(data.skipped))
+                          list(progression.summary) if progression else [], len(data.skipped), times)
 
 
 def _save_pipeline(pipe, out: Path) -> None:
