@@ -50,6 +50,25 @@ def _grid(folder: Path, rows: list[dict], steps: list[int], title: str, cell: fl
     return fig
 
 
+def dataset_figure(folder, n: int = 8, columns: int = 8) -> Figure:
+    """The first `n` images of an imagefolder (metadata.jsonl) with their captions."""
+    import json
+
+    folder = Path(folder)
+    rows = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines() if line.strip()][:n]
+    cols = min(columns, len(rows))
+    nrows = math.ceil(len(rows) / cols)
+    fig = Figure(figsize=(1.6 * cols, 1.9 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, row in zip(axes.flat, rows):
+        with Image.open(folder / row["file_name"]) as img:
+            ax.imshow(img.convert("RGB"))
+        ax.set_title("\n".join(textwrap.wrap(str(row.get("text", "")), 20)), fontsize=6)
+    return fig
+
+
 def progression_figure(run, kind: str | None = None, max_columns: int = 8) -> Figure:
     """Rows: validation prompts (or only `kind`, "probe" or "prompt"); columns: up to `max_columns` steps."""
     folder, rows = _records(run)

@@ -26,6 +26,7 @@ from ..models import load_pipeline
 from . import checkpoints, modules
 from .config import FinetuneConfig, FinetuneError
 from .data import BatchOrder, TrainItems, collate, open_dataset
+from .validation import Scalars
 
 
 @dataclass
@@ -157,6 +158,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
 
     from tqdm.auto import tqdm
 
+    scalars = Scalars(out / "tensorboard", enabled=main)
+
     bar = tqdm(total=config.max_steps, initial=start, disable=not (main and config.progress), desc="finetune",
                dynamic_ncols=True)
     seen, batches, t_train, n_images, last_loss, times = [], iter(loader), 0.0, 0, float("nan"), []
@@ -199,12 +202,16 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         times.append(dt)
         bar.update(1)
         bar.set_postfix(loss=f"{total:.4f}", img_s=f"{n_images / max(t_train, 1e-9):.1f}")
+        scalars.add(step + 1, {"train/loss": total, "train/lr": parts.lr_scheduler.get_last_lr()[0]})
         done = step + 1
         if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.max_steps:
             checkpoints.save_checkpoint(accelerator, config, done)
         if progression is not None and (done % config.validate_every == 0 or done == config.max_steps):
             parts.validate(progression, done, loss=last_loss)
+            if main:
+                scalars.add(done, {f"validation/{k}": v for k, v in progression.summary[-1].items() if k != "step"})
     bar.close()
+    scalars.close()
 
     accelerator.wait_for_everyone()
     log = out / "logs"

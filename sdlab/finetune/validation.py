@@ -60,6 +60,36 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+class Scalars:
+    """Training curves to tensorboard under `folder` when tensorboard is installed; otherwise nothing."""
+
+    def __init__(self, folder: Path, enabled: bool = True):
+        self.writer = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                return
+            self.writer = SummaryWriter(str(folder))
+
+    def add(self, step: int, values: dict) -> None:
+        if self.writer is not None:
+            for key, value in values.items():
+                if isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def suggest_stop(summary: list[dict]) -> int | None:
+    """The validated step that best balances probe fidelity and style (their harmonic mean), or None."""
+    scored = [(2 * r["probe_fidelity"] * r["probe_style"] / (r["probe_fidelity"] + r["probe_style"]), r["step"])
+              for r in summary if r.get("probe_fidelity", 0) + r.get("probe_style", 0) > 0]
+    return max(scored)[1] if scored else None
+
+
 class Progression:
     """Samples the validation prompts with fixed seeds and records images and measurements per step."""
 
