@@ -119,6 +119,43 @@ def _weights_digest(models) -> str:
     return h.hexdigest()
 
 
+def _train_step(parts, accelerator, config: FinetuneConfig, step: int, batches, seen: list, out: Path) -> float:
+    """One optimizer step over `gradient_accumulation` micro-batches; returns the mean loss of all processes."""
+    A, rank, device = config.gradient_accumulation, accelerator.process_index, accelerator.device
+    total = 0.0
+    for k in range(A):
+        batch = next(batches)
+        seen.append(batch["indices"])
+        gen = torch.Generator(device if device.type == "cuda" else "cpu").manual_seed(
+            _seed_of(config.seed, step, k, rank))
+        with contextlib.ExitStack() as sync:
+            if k < A - 1:  # gradients are all-reduced once, on the last micro-batch
+                for m in parts.trained:
+                    sync.enter_context(accelerator.no_sync(m))
+            with accelerator.autocast():
+                latents = parts.encode_images(batch["pixel_values"].to(device), gen)
+                emb = parts.encode_text(batch["captions"])
+                loss = diffusion_loss(parts.unet, parts.noise_scheduler, latents, emb, gen,
+                                      noise_offset=config.noise_offset, snr_gamma=config.snr_gamma)
+            value = accelerator.gather(loss.detach().float().reshape(1))
+            if not torch.isfinite(value).all():
+                bad = value[~torch.isfinite(value)][0].item()
+                raise FinetuneError(
+                    f"loss is {bad} at step {step + 1} (micro-batch {k + 1} of {A}); training stopped and nothing "
+                    f"was saved after it. Last good checkpoint: {checkpoints.latest_checkpoint(out) or 'none'}. "
+                    "Lower the learning rate or check the data, then resume from it."
+                )
+            accelerator.backward(loss / A)
+        total += value.mean().item() / A
+    accelerator.clip_grad_norm_(parts.params, config.max_grad_norm)
+    parts.optimizer.step()
+    parts.lr_scheduler.step()
+    parts.optimizer.zero_grad(set_to_none=True)
+    if parts.ema is not None:
+        parts.ema.step(parts.params)
+    return total
+
+
 def finetune(config: FinetuneConfig) -> FinetuneResult:
     """Run (or resume) a finetuning run as `config` says; see `FinetuneConfig` for every option."""
     config.check()
@@ -137,7 +174,6 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     out = Path(config.output).expanduser()
 
     parts = modules.TrainParts(pipe, config, accelerator)
-    noise_scheduler = parts.noise_scheduler
     start = 0
     if resume_dir is not None:
         accelerator.load_state(str(resume_dir))
@@ -165,38 +201,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     seen, batches, t_train, n_images, last_loss, times = [], iter(loader), 0.0, 0, float("nan"), []
     for step in range(start, config.max_steps):
         t0 = time.perf_counter()
-        total = 0.0
-        for k in range(A):
-            batch = next(batches)
-            seen.append(batch["indices"])
-            gen = torch.Generator(device if device.type == "cuda" else "cpu").manual_seed(
-                _seed_of(config.seed, step, k, rank))
-            sync = contextlib.ExitStack()
-            if k < A - 1:
-                for m in parts.trained:
-                    sync.enter_context(accelerator.no_sync(m))
-            with sync, accelerator.autocast():
-                latents = parts.encode_images(batch["pixel_values"].to(device), gen)
-                emb = parts.encode_text(batch["captions"])
-                loss = diffusion_loss(parts.unet, noise_scheduler, latents, emb, gen,
-                                      noise_offset=config.noise_offset, snr_gamma=config.snr_gamma)
-                value = accelerator.gather(loss.detach().float().reshape(1))
-                if not torch.isfinite(value).all():
-                    bad = value[~torch.isfinite(value)][0].item()
-                    latest = checkpoints.latest_checkpoint(out)
-                    raise FinetuneError(
-                        f"loss is {bad} at step {step + 1} (micro-batch {k + 1} of {A}); training stopped and nothing "
-                        f"was saved after it. Last good checkpoint: {latest or 'none'}. Lower the learning rate or "
-                        "check the data, then resume from it."
-                    )
-                accelerator.backward(loss / A)
-            total += value.mean().item() / A
-        accelerator.clip_grad_norm_(parts.params, config.max_grad_norm)
-        parts.optimizer.step()
-        parts.lr_scheduler.step()
-        parts.optimizer.zero_grad(set_to_none=True)
-        if parts.ema is not None:
-            parts.ema.step(parts.params)
+        total = _train_step(parts, accelerator, config, step, batches, seen, out)
         dt = time.perf_counter() - t0
         t_train, n_images, last_loss = t_train + dt, n_images + A * B * world, total
         times.append(dt)
