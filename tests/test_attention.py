@@ -151,3 +151,18 @@ def test_unsupported_processor_refused(pipe):
             capture(pipe, "a red cat", steps=2)
     finally:
         pipe.unet.set_attn_processor(before)
+
+
+def test_figures_from_a_capture(pipe):
+    from matplotlib.figure import Figure
+
+    from sdlab import viz
+
+    cap = capture(pipe, "a red cat on grass", steps=2)
+    fig = viz.word_heat_maps(cap)
+    assert isinstance(fig, Figure) and len(fig.axes) == 1 + len(cap.words())
+    assert [ax.get_title() for ax in fig.axes[1:]] == cap.words()
+    assert len(viz.word_heat_maps(cap, words=["cat"], overlay=False).axes) == 2
+    assert len(viz.self_attention_components(cap, 3).axes) == 4
+    overlay = viz.heat_overlay(cap.images[0], cap.word_map("cat"))
+    assert overlay.shape == (64, 64, 3) and 0 <= overlay.min() and overlay.max() <= 1

@@ -199,3 +199,13 @@ def test_bad_local_blend():
         LocalBlend([])
     with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
         LocalBlend("cat", threshold=2)
+
+
+def test_comparison_figures(pipe):
+    from sdlab import viz
+
+    without = p2p.edit(pipe, "a red cat", ["a red dog", "a red bird"], Replace(cross_steps=0, self_steps=0), steps=2)
+    with_ = p2p.edit(pipe, "a red cat", ["a red dog", "a red bird"], Replace(), steps=2)
+    fig = viz.with_without(without, with_)
+    assert len(fig.axes) == 6 and fig.axes[0].get_title() == "source: a red cat"
+    assert [ax.get_title() for ax in viz.edit_comparison(with_).axes] == ["source: a red cat", "a red dog", "a red bird"]
