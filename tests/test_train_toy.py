@@ -76,3 +76,19 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     assert "at step" in str(err.value)
     for name in ("vae", "unet") if "unet" in state else ("vae",):
         assert all(torch.isfinite(t).all() for t in state[name].values() if t.is_floating_point())
+
+
+def test_export_checkpoint_matches_the_final_pipeline(tmp_path):
+    from sdlab.toymodel.train import export_checkpoint
+
+    cfg = tiny_cfg(tmp_path)
+    final = train_toy(cfg, progress=False)
+    exported = export_checkpoint(cfg.output)
+    assert exported.name == "pipeline-step4"
+    a, b = unet_weights(final), unet_weights(exported)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    sa = StableDiffusionPipeline.from_pretrained(final).vae.config.scaling_factor
+    sb = StableDiffusionPipeline.from_pretrained(exported).vae.config.scaling_factor
+    assert sa == pytest.approx(sb, rel=1e-6)
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        export_checkpoint(tmp_path / "nothing")

@@ -198,14 +198,7 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
     vae.eval().requires_grad_(False)
 
     # ---- latents and their scale -----------------------------------------------------------------------
-    with torch.no_grad():
-        means, stds = [], []
-        for chunk in torch.split(images, 256):
-            post = vae.encode(chunk.to(device)).latent_dist
-            means.append(post.mean.cpu())
-            stds.append(post.std.cpu())
-        lat_mean, lat_std = torch.cat(means), torch.cat(stds)
-    scaling = float(1.0 / lat_mean.std())
+    lat_mean, lat_std, scaling = _encode_latents(vae, images, device)
     vae.register_to_config(scaling_factor=scaling)
 
     # ---- phase 2: UNet + text encoder ------------------------------------------------------------------
@@ -266,17 +259,57 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
                       "unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "ema": ema.state_dict(),
                       "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": _rng_state(gen, np_rng)})
 
-    # ---- the pipeline ------------------------------------------------------------------------------------
-    pipe.unet = ema.eval()
-    pipe.register_modules(unet=pipe.unet)
     text_encoder.eval()
-    out = run.dir / "pipeline"
-    tmp = run.dir / "pipeline.tmp"
+    return _save_pipeline(pipe, ema, run.dir / "pipeline")
+
+
+@torch.no_grad()
+def _encode_latents(vae, images, device):
+    """Posterior means and stds of every training image, and the scaling factor 1 / std(latents)."""
+    means, stds = [], []
+    for chunk in torch.split(images, 256):
+        post = vae.encode(chunk.to(device)).latent_dist
+        means.append(post.mean.cpu())
+        stds.append(post.std.cpu())
+    lat_mean, lat_std = torch.cat(means), torch.cat(stds)
+    return lat_mean, lat_std, float(1.0 / lat_mean.std())
+
+
+def _save_pipeline(pipe, unet, out: Path) -> Path:
+    """Save `pipe` with `unet` (the EMA) as a diffusers folder, atomically (write aside, then rename)."""
+    pipe.unet = unet.eval()
+    pipe.register_modules(unet=pipe.unet)
+    tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.to("cpu").save_pretrained(tmp, safe_serialization=True)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
+
+
+def export_checkpoint(output: str | Path) -> Path:
+    """Turn the latest checkpoint of the run in `output` (UNet phase) into a pipeline folder, without training.
+
+    The UNet is the checkpoint's EMA; the VAE's scaling factor is recomputed exactly as training computed it.
+    Returns `output/pipeline-stepN`.
+    """
+    run_dir = Path(output)
+    ckpt = run_dir / "checkpoint" / "state.pt"
+    if not ckpt.is_file():
+        raise TrainingError(f"there is no checkpoint in {ckpt.parent} to export")
+    cfg = ToyTrainConfig(**json.loads((run_dir / "config.json").read_text()))
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    if state["phase"] == "vae" or "ema" not in state:
+        raise TrainingError(f"the checkpoint in {ckpt.parent} is still in the VAE phase: nothing to sample with yet")
+    pipe = build_pipeline(TOY if cfg.arch == "toy" else TINY, seed=cfg.seed)
+    pipe.vae.load_state_dict(state["vae"])
+    pipe.text_encoder.load_state_dict(state["text_encoder"])
+    pipe.unet.load_state_dict(state["ema"])
+    images, _, _ = _render_dataset(cfg)
+    *_, scaling = _encode_latents(pipe.vae.eval(), images, torch.device("cpu"))
+    pipe.vae.register_to_config(scaling_factor=scaling)
+    pipe.text_encoder.eval()
+    return _save_pipeline(pipe, pipe.unet, run_dir / f"pipeline-step{state['step']}")
 
 
 def _check_finite(loss, phase, step, run):
@@ -295,11 +328,14 @@ def main(argv=None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue the run in --output")
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --output")
     parser.add_argument("--ship", action="store_true", help="copy the final pipeline to the package's toy model folder")
+    parser.add_argument("--export-checkpoint", action="store_true",
+                        help="only turn the latest checkpoint in --output into a pipeline folder (no training)")
     args = vars(parser.parse_args(argv))
     resume, overwrite, ship = args.pop("resume"), args.pop("overwrite"), args.pop("ship")
+    export = args.pop("export_checkpoint")
     cfg = ToyTrainConfig(**args)
     try:
-        out = train_toy(cfg, resume=resume, overwrite=overwrite)
+        out = export_checkpoint(cfg.output) if export else train_toy(cfg, resume=resume, overwrite=overwrite)
     except TrainingError as e:
         parser.exit(1, f"sdlab train-toy: {e}\n")
     print(f"saved the pipeline to {out}")
