@@ -92,3 +92,20 @@ def test_export_checkpoint_matches_the_final_pipeline(tmp_path):
     assert sa == pytest.approx(sb, rel=1e-6)
     with pytest.raises(TrainingError, match="no checkpoint"):
         export_checkpoint(tmp_path / "nothing")
+
+
+def test_ship_stores_half_precision_and_loads_as_float32(tmp_path, monkeypatch):
+    import sdlab
+    from sdlab import models
+    from sdlab.toymodel.train import ship_pipeline
+
+    cfg = tiny_cfg(tmp_path)
+    out = train_toy(cfg, progress=False)
+    monkeypatch.setattr(models, "TOY_MODEL_DIR", tmp_path / "shipped")
+    shipped = ship_pipeline(out, cfg.output)
+    assert (shipped / "training_log.csv").is_file() and (shipped / "train_config.json").is_file()
+    assert unet_weights(shipped)["conv_in.weight"].dtype == torch.float16
+    pipe = sdlab.load_pipeline(device="cpu")  # the default model now comes from the patched folder
+    assert pipe.unet.dtype == torch.float32
+    full = unet_weights(out)["conv_in.weight"]
+    assert torch.allclose(pipe.unet.conv_in.weight, full, atol=1e-3)

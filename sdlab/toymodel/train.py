@@ -320,6 +320,21 @@ def _check_finite(loss, phase, step, run):
         )
 
 
+def ship_pipeline(pipeline_dir, run_dir=None) -> Path:
+    """Copy a trained pipeline into the package as the default toy model, weights stored as float16 (half the
+    bytes; `load_pipeline` upcasts to float32 on the CPU), with the run's training log and config beside it."""
+    from diffusers import StableDiffusionPipeline
+
+    from ..models import TOY_MODEL_DIR
+
+    pipe = StableDiffusionPipeline.from_pretrained(pipeline_dir, torch_dtype=torch.float16)
+    _save_pipeline(pipe, pipe.unet, TOY_MODEL_DIR)
+    if run_dir is not None:
+        shutil.copy(Path(run_dir) / "log.csv", TOY_MODEL_DIR / "training_log.csv")
+        shutil.copy(Path(run_dir) / "config.json", TOY_MODEL_DIR / "train_config.json")
+    return TOY_MODEL_DIR
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="sdlab train-toy", description=__doc__.split("\n\n")[0])
     for f in fields(ToyTrainConfig):
@@ -340,11 +355,5 @@ def main(argv=None) -> int:
         parser.exit(1, f"sdlab train-toy: {e}\n")
     print(f"saved the pipeline to {out}")
     if ship:
-        from ..models import TOY_MODEL_DIR
-
-        shutil.rmtree(TOY_MODEL_DIR, ignore_errors=True)
-        shutil.copytree(out, TOY_MODEL_DIR)
-        shutil.copy(Path(cfg.output) / "log.csv", TOY_MODEL_DIR / "training_log.csv")
-        shutil.copy(Path(cfg.output) / "config.json", TOY_MODEL_DIR / "train_config.json")
-        print(f"shipped to {TOY_MODEL_DIR}")
+        print(f"shipped to {ship_pipeline(out, cfg.output)}")
     return 0
