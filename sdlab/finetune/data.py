@@ -126,7 +126,7 @@ def _local_folder(folder: Path, image_column: str, caption_column: str) -> Capti
         if "file_name" not in row:
             raise FinetuneError(f"{meta} line {n} has no file_name (keys: {', '.join(row)})")
         row = dict(row)
-        row[image_column if image_column not in row else "image"] = str(folder / row.pop("file_name"))
+        row["image"] = str(folder / row.pop("file_name"))  # as datasets' imagefolder: file_name becomes "image"
         for key in row:
             if key not in columns:
                 columns.append(key)

@@ -157,7 +157,7 @@ class TrainParts:
     def progression(self, folder: Path, resolution: int, data) -> Progression:
         from .metrics import pick_metrics
 
-        prompts, probes = default_prompts(resolution)
+        prompts, probes = default_prompts(resolution, [data.caption(i) for i in range(len(data))])
         prompts = tuple(self.config.validation_prompts or prompts)
         probes = tuple(self.config.probe_prompts if self.config.probe_prompts is not None else probes)
         metrics = None

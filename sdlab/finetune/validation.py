@@ -17,11 +17,13 @@ from pathlib import Path
 
 import torch
 
-TOY_PROMPTS = ("a photo of a pink cat on sand", "a blue bird in the sky", "a picture of a yellow fish at night")
-"""In-domain validation prompts for the toy model (creature-like objects, the finetuning style's home)."""
-TOY_PROBES = ("a photo of a red car on a road", "a purple house in the snow")
-"""Out-of-domain probes for the toy model: objects a creature dataset has no creature for, in the plain style
-the base model draws. Their fidelity is the "yoda" of the report, measurable."""
+TOY_PROBE_CANDIDATES = (
+    "a photo of a red car on a road", "a purple house in the snow", "a yellow star in the sky",
+    "a blue tree on sand", "a picture of an orange car at night", "a pink house on grass",
+    "a brown star on a road", "a photo of a green tree in the snow",
+)
+"""Out-of-domain probes for the toy model, in order of preference: the first ones whose (object, color,
+background) the finetuning data does not contain play the report's "yoda"."""
 REAL_PROMPTS = ("girl with a pearl earring", "cute Obama creature", "Donald Trump")
 """The report's before/after prompts (Figs. 11-12), for real Stable Diffusion weights."""
 REAL_PROBES = ("yoda",)
@@ -29,9 +31,17 @@ REAL_PROBES = ("yoda",)
 TOY_SIZE = 64
 
 
-def default_prompts(resolution: int) -> tuple[tuple, tuple]:
-    """(prompts, probes): toy-world captions when the model makes the toy world's 64x64 images, else the report's."""
-    return (TOY_PROMPTS, TOY_PROBES) if resolution == TOY_SIZE else (REAL_PROMPTS, REAL_PROBES)
+def default_prompts(resolution: int, captions: list[str], n_prompts: int = 3, n_probes: int = 2):
+    """(prompts, probes). For the toy model (64x64): the first distinct captions of the data as in-domain
+    prompts, and probes whose object-color-background combination the data never shows. Else the report's."""
+    from .metrics import parse_toy_prompt
+
+    if resolution != TOY_SIZE:
+        return REAL_PROMPTS, REAL_PROBES
+    prompts = tuple(dict.fromkeys(c for c in captions if parse_toy_prompt(c)))[:n_prompts]
+    seen = {tuple(parse_toy_prompt(c).values()) for c in captions if parse_toy_prompt(c)}
+    probes = tuple(p for p in TOY_PROBE_CANDIDATES if tuple(parse_toy_prompt(p).values()) not in seen)[:n_probes]
+    return prompts, probes
 
 
 def read_csv(path: Path) -> list[dict]:
