@@ -7,6 +7,7 @@ the pipeline it returns.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -135,3 +136,25 @@ def load_pipeline(model=None, *, device=None, dtype=None) -> StableDiffusionPipe
     if type(pipe).__name__ not in SUPPORTED_PIPELINES:
         raise ValueError(f"{model!r} is a {type(pipe).__name__}; sdlab supports {', '.join(SUPPORTED_PIPELINES)}")
     return pipe.to(device)
+
+
+def check_prompt_length(tokenizer, prompts) -> list[str]:
+    """Warn, as diffusers does, for each prompt longer than the text encoder's window (77 tokens for CLIP).
+
+    The pipeline silently keeps the first `tokenizer.model_max_length` tokens; this names what is cut.
+    Returns, for each prompt, the text that the model will not see ("" when it fits).
+    """
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    limit = tokenizer.model_max_length
+    dropped = []
+    for prompt in prompts:
+        ids = tokenizer(prompt, truncation=False).input_ids  # with start and end tokens
+        cut = tokenizer.decode(ids[limit - 1 : -1]) if len(ids) > limit else ""
+        if cut:
+            warnings.warn(
+                f"prompt of {len(ids)} tokens is longer than the {limit} the text encoder reads; this part is "
+                f"truncated: {cut!r}",
+                stacklevel=2,
+            )
+        dropped.append(cut)
+    return dropped

@@ -17,8 +17,11 @@ from .scene import (
     vocabulary,
 )
 from .render import SHAPES, SIZE, object_mask, render, render_many
+from .evaluate import Reading, analyze, evaluate, iou
+from .export import STYLE_MIXES, export_imagefolder, write_imagefolder
 
 __all__ = [
     "BACKGROUNDS", "BUMPY_THRESHOLD", "COLORS", "OBJECTS", "PATTERNS", "PLACES", "PREFIXES", "STYLES",
     "SHAPES", "SIZE", "Scene", "object_mask", "render", "render_many", "sample_scenes", "vocabulary",
+    "Reading", "analyze", "evaluate", "iou", "STYLE_MIXES", "export_imagefolder", "write_imagefolder",
 ]

@@ -1,0 +1,362 @@
+"""Reading a toy-world picture back from its pixels: what is in it, where, and in what style.
+
+`analyze(image)` measures one 64x64 image (a render or a model's generation) with a fixed heuristic, no
+training: the background from the picture's border, the object as the largest blob that differs from it,
+its color by a vote over its pixels, its kind by silhouette matching against `render.SHAPES`, and the
+pattern, style and road bumps from simple texture statistics. `evaluate(images, scenes)` scores a batch
+against the scenes that should have produced it. Generations are blurrier than renders, so every decision
+is a median, a vote or a best match rather than an exact color test.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from .render import PASTEL, PATTERN_SHADE, SIZE, object_mask, render
+from .scene import BACKGROUNDS, COLORS, OBJECTS, Scene
+
+OBJECT_DISTANCE = 60.0
+"""RGB distance from the background estimate above which a pixel may belong to the object."""
+DARK = (60.0, 30.0)
+"""A pixel is "dark" (the creature outline, pupils) if its brightest channel is below the first number and
+its channels spread less than the second."""
+TEMPLATE = 24
+"""Side of the square crops on which silhouettes are compared."""
+WATERCOLOR = 0.08
+"""`watercolor_score` above which a picture reads as a watercolor painting."""
+BUMP_SCALE = 4.1
+"""Texture strength of a plain road with `Scene.bumpiness` 1 (calibrates `Reading.bumpiness` to read about 1)."""
+BUMPY_READING = 0.35
+"""`Reading.bumpiness` from which a road counts as bumpy: between the smooth roads `sample_scenes` draws
+(bumpiness <= 0.2) and the bumpy ones (>= 0.5)."""
+
+_BG_NAMES = [name for name in BACKGROUNDS for _ in range(2)]
+_BG_PROTOS = np.array(
+    [c for rgb in BACKGROUNDS.values() for c in (rgb, tuple((1 - PASTEL) * v + PASTEL * 255 for v in rgb))],
+    dtype=np.float32,
+)  # each background as drawn plain, then pastel (creature style)
+_COLOR_NAMES = [name for name in COLORS for _ in range(2)]
+_COLOR_PROTOS = np.array(
+    [c for rgb in COLORS.values() for c in (rgb, tuple(PATTERN_SHADE * v for v in rgb))], dtype=np.float32
+)  # each color and its pattern shade
+
+
+@dataclass(frozen=True, eq=False)
+class Reading:
+    """What `analyze` reads from one picture.
+
+    Attributes:
+        background: the nearest name in `BACKGROUNDS`.
+        color: the nearest name in `COLORS`.
+        object: the best-matching silhouette in `OBJECTS`.
+        pattern: "plain", "striped" or "dotted".
+        style: "plain", "watercolor" or "creature", from the two scores below.
+        mask: bool array (64, 64), True on the object's pixels (creature outline excluded).
+        box: (x0, y0, x1, y1) of the mask, x1 and y1 exclusive; (0, 0, 0, 0) if nothing was found.
+        watercolor_score: how far the ring just around the object is pulled toward the object's color
+            (0 = not at all, 1 = fully); about 0 for plain renders, 0.2 or more for watercolor.
+        creature_score: fraction of the object's border that is a dark outline, in [0, 1].
+        bumpiness: texture strength of the background outside the object, scaled so that a plain road with
+            `Scene.bumpiness` b reads about b; meaningful on roads (other backgrounds have textures of
+            their own).
+    """
+
+    background: str
+    color: str
+    object: str
+    pattern: str
+    style: str
+    mask: np.ndarray
+    box: tuple
+    watercolor_score: float
+    creature_score: float
+    bumpiness: float
+
+
+def as_rgb_array(image) -> np.ndarray:
+    """`image` (PIL image or HxWxC / HxW array) as a float32 array (64, 64, 3) in 0..255.
+
+    Other modes (RGBA, L, P) are converted to RGB with a warning; a size other than 64x64 is an error, since
+    every threshold here is in toy-world pixels.
+    """
+    if isinstance(image, Image.Image):
+        if image.mode != "RGB":
+            warnings.warn(f"converting a {image.mode} image to RGB for the toy-world evaluator", stacklevel=3)
+            image = image.convert("RGB")
+        arr = np.asarray(image, dtype=np.float32)
+    elif isinstance(image, np.ndarray):
+        arr = image.astype(np.float32)
+        if arr.ndim == 2:
+            warnings.warn("converting a grayscale array to RGB for the toy-world evaluator", stacklevel=3)
+            arr = np.repeat(arr[:, :, None], 3, axis=2)
+        if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+            raise ValueError(f"expected an image array of shape (64, 64, 3), got {image.shape}")
+        if arr.shape[2] == 4:
+            warnings.warn("dropping the alpha channel for the toy-world evaluator", stacklevel=3)
+            arr = arr[:, :, :3]
+        if np.issubdtype(image.dtype, np.floating) and arr.max(initial=0) <= 1.0:
+            arr = arr * 255.0  # floats in [0, 1], as diffusers' output_type="np" gives
+    else:
+        raise TypeError(f"expected a PIL image or a numpy array, got {type(image).__name__}")
+    if arr.shape[:2] != (SIZE, SIZE):
+        raise ValueError(
+            f"the toy-world evaluator reads {SIZE}x{SIZE} images, got {arr.shape[1]}x{arr.shape[0]}; "
+            f"resize it first (e.g. image.resize(({SIZE}, {SIZE}))) if that is what you mean"
+        )
+    return arr
+
+
+def iou(mask_a, mask_b) -> float:
+    """Intersection over union of two boolean masks of the same shape (1.0 if both are empty)."""
+    a, b = np.asarray(mask_a, dtype=bool), np.asarray(mask_b, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"masks differ in shape: {a.shape} vs {b.shape}")
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def _border(width: int) -> np.ndarray:
+    ring = np.ones((SIZE, SIZE), dtype=bool)
+    ring[width:-width, width:-width] = False
+    return ring
+
+
+def _nearest(pixels: np.ndarray, protos: np.ndarray) -> np.ndarray:
+    return np.argmin(((pixels[..., None, :] - protos) ** 2).sum(-1), axis=-1)
+
+
+_EIGHT = np.ones((3, 3), dtype=bool)  # 8-connectivity: diagonal neighbours touch
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    labels, n = ndimage.label(mask, structure=_EIGHT)
+    if n <= 1:
+        return mask
+    sizes = ndimage.sum(mask, labels, index=np.arange(1, n + 1))
+    return labels == (1 + int(np.argmax(sizes)))
+
+
+def _blob(raw: np.ndarray, weak: np.ndarray | None = None) -> np.ndarray:
+    """The object's blob in a thresholded picture: the largest part after an opening (which removes lane
+    lines, stars, grass blades), rejoined with the parts the opening or a dark stripe cut off from it at thin
+    joints (a bird's wings): those within 5 pixels through `weak` (a lower threshold), holes filled."""
+    opened = ndimage.binary_opening(raw)
+    main = _largest_component(opened)
+    if not main.any():
+        return main
+    weak = raw if weak is None else (weak | raw)
+    reach = main
+    for _ in range(5):
+        reach = ndimage.binary_dilation(reach, structure=_EIGHT) & weak
+    labels, _ = ndimage.label(opened, structure=_EIGHT)
+    touched = np.unique(labels[reach & opened])
+    keep = np.isin(labels, touched[touched > 0]) | (reach & raw)
+    return ndimage.binary_fill_holes(keep)
+
+
+def _crop(mask: np.ndarray) -> np.ndarray:
+    """The mask's square bounding crop (aspect kept), resized to TEMPLATE x TEMPLATE, as floats."""
+    ys, xs = np.nonzero(mask)
+    cy, cx = (ys.min() + ys.max() + 1) / 2, (xs.min() + xs.max() + 1) / 2
+    half = max(ys.max() + 1 - ys.min(), xs.max() + 1 - xs.min()) / 2
+    img = Image.fromarray(mask.astype(np.uint8) * 255)
+    crop = img.crop((round(cx - half), round(cy - half), round(cx + half), round(cy + half)))
+    return np.asarray(crop.resize((TEMPLATE, TEMPLATE), Image.BILINEAR), dtype=np.float32) / 255.0
+
+
+@lru_cache(maxsize=1)
+def _templates() -> np.ndarray:
+    """Silhouette templates (object, variant, TEMPLATE, TEMPLATE): each object's ground-truth mask, and the
+    mask this evaluator measures on its watercolor renders (the halo fills a star's notches), each cropped
+    like a measured mask and averaged over a few sizes and colors."""
+    out = []
+    for name in OBJECTS:
+        truth = [_crop(object_mask(Scene(name, "red", "sky", size=s)) > 0.5) for s in (30.0, 36.0, 42.0)]
+        painted = [
+            _crop(_read(np.asarray(render(Scene(name, c, bg, style="watercolor", size=s)), np.float32)).mask)
+            for s in (30.0, 36.0, 42.0)
+            for c, bg in (("red", "sky"), ("yellow", "night"))
+        ]
+        out.append([np.mean(truth, axis=0), np.mean(painted, axis=0)])
+    return np.array(out)
+
+
+def _classify_shape(mask: np.ndarray) -> str:
+    crop = _crop(mask)
+    t = _templates()
+    inter = np.minimum(t, crop).sum(axis=(2, 3))
+    union = np.maximum(t, crop).sum(axis=(2, 3))
+    return OBJECTS[int(np.argmax((inter / union).max(axis=1)))]
+
+
+def _pattern(arr: np.ndarray, mask: np.ndarray, skip: np.ndarray, depth: int = 1) -> str:
+    """Plain, striped or dotted, from the darker pixels at least `depth` pixels inside the object (`skip`:
+    pixels to ignore, e.g. eyes)."""
+    inner = ndimage.binary_erosion(mask, iterations=depth) & ~skip
+    if inner.sum() < 20:
+        return "plain"
+    lum = arr.mean(axis=2)
+    bright = np.percentile(lum[inner], 80)
+    dark = (lum < bright * (0.5 + PATTERN_SHADE / 2)) & inner
+    if dark.sum() < 0.08 * inner.sum():
+        return "plain"
+    # stripes are vertical bands: dark fraction varies much more across columns than across rows
+    cols = [dark[:, j].sum() / inner[:, j].sum() for j in range(SIZE) if inner[:, j].sum() >= 4]
+    rows = [dark[i, :].sum() / inner[i, :].sum() for i in range(SIZE) if inner[i, :].sum() >= 4]
+    return "striped" if np.std(cols) > 1.6 * np.std(rows) else "dotted"
+
+
+_YX = np.stack(np.mgrid[0:SIZE, 0:SIZE], axis=-1).astype(np.float32) / SIZE - 0.5
+
+
+def _background_field(arr: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """The background as a linear ramp per channel (the sky's gradient), fitted to `region`; the 10% of
+    pixels farthest from a first fit (lane lines, stars) are left out of the second."""
+    design = np.concatenate([np.ones((SIZE, SIZE, 1), np.float32), _YX], axis=-1)
+    a, b = design[region], arr[region]
+    for _ in range(2):
+        coef = np.linalg.lstsq(a, b, rcond=None)[0]
+        err = np.abs(a @ coef - b).sum(axis=1)
+        keep = err <= np.percentile(err, 90)
+        a, b = a[keep], b[keep]
+    return design @ coef
+
+
+def _is_dark(pixels: np.ndarray) -> np.ndarray:
+    return (pixels.max(axis=-1) < DARK[0]) & (pixels.max(axis=-1) - pixels.min(axis=-1) < DARK[1])
+
+
+def _color(arr: np.ndarray, mask: np.ndarray, depth: int = 1) -> str:
+    """Vote of the pixels at least `depth` pixels inside the object (pupils left out) for the nearest color
+    or pattern shade."""
+    inner = ndimage.binary_erosion(mask, iterations=depth)
+    pix = arr[inner if inner.sum() >= 10 else mask]
+    pix = pix[~_is_dark(pix)] if (~_is_dark(pix)).any() else pix
+    votes = np.bincount(_nearest(pix, _COLOR_PROTOS), minlength=len(_COLOR_PROTOS))
+    return _COLOR_NAMES[int(np.argmax(votes[0::2] + votes[1::2])) * 2]
+
+
+def _bumpiness(arr: np.ndarray, blob: np.ndarray, pastel: bool) -> float:
+    """Road texture strength: mean absolute luminance deviation of the background away from the object,
+    lane lines and stars (and the pixels next to them) left out, smoothed over 3x3 pixels, on a square-root scale so that it grows
+    about like `Scene.bumpiness` (bumps get both more numerous and stronger)."""
+    rest = ~ndimage.binary_dilation(blob, iterations=5)
+    if rest.sum() < 100:
+        rest = ~ndimage.binary_dilation(blob, iterations=2)
+    if not rest.any():
+        return 0.0
+    contrast = (1 - PASTEL) if pastel else 1.0
+    lum = ndimage.uniform_filter(arr.mean(axis=2), size=3)  # bumps are several pixels wide, noise is not
+    deviation = np.abs(lum - np.median(lum[rest]))
+    marks = ndimage.binary_dilation(deviation > 40 * contrast, iterations=2, structure=_EIGHT)
+    texture = deviation[rest & ~marks]
+    return float(np.sqrt(texture.mean() / (BUMP_SCALE * contrast))) if texture.size else 0.0
+
+
+def analyze(image) -> Reading:
+    """Read background, object, color, pattern, style, mask and road bumps from one 64x64 picture."""
+    reading = _read(as_rgb_array(image))
+    if not reading.mask.any():
+        return reading
+    return replace(reading, object=_classify_shape(reading.mask))
+
+
+def _read(arr: np.ndarray) -> Reading:
+    """Everything `analyze` reads but the object's kind (left "")."""
+    bg = np.median(arr[_border(2)], axis=0)
+    dist = np.linalg.norm(arr - bg, axis=2)
+    blob = _blob(dist > OBJECT_DISTANCE, weak=dist > 0.6 * OBJECT_DISTANCE)
+    far = ~ndimage.binary_dilation(blob, iterations=8)
+    if far.sum() >= 200:  # refine from everything well away from the object (and any watercolor halo)
+        bg = np.median(arr[far], axis=0)
+        field = _background_field(arr, far)
+    else:
+        field = np.broadcast_to(bg, arr.shape)
+    background = _BG_NAMES[int(_nearest(bg, _BG_PROTOS))]
+
+    # creature: the blob's edge is a dark outline; the object is what is left inside it
+    dark = _is_dark(arr) & (arr.mean(axis=2) < bg.mean() - 80)  # much darker than the background
+    edge = blob & ~ndimage.binary_erosion(blob)
+    creature_score = float((edge & ndimage.binary_dilation(dark)).sum() / max(edge.sum(), 1))
+    creature = creature_score > 0.5
+    mask = ndimage.binary_erosion(blob, structure=np.ones((5, 5)), border_value=1) if creature else blob
+    bumpiness = _bumpiness(arr, blob, pastel=creature)
+    if mask.sum() < 10:
+        empty = np.zeros((SIZE, SIZE), dtype=bool)
+        return Reading(background, "", "", "plain", "plain", empty, (0, 0, 0, 0), 0.0, creature_score, bumpiness)
+    color = _color(arr, mask)
+
+    # watercolor: pigment bleeds past the edge, so the ring 2-3 px outside the blob leans to the object color
+    rgb = np.array(COLORS[color], dtype=np.float32)
+    axis = rgb - field
+    pull = ((arr - field) * axis).sum(axis=2) / np.maximum((axis * axis).sum(axis=2), 1.0)
+    ring = ndimage.binary_dilation(blob, iterations=3) & ~ndimage.binary_dilation(blob, iterations=1)
+    watercolor_score = float(np.clip(np.median(pull[ring]), 0.0, 1.0)) if ring.any() else 0.0
+    watercolor = watercolor_score > WATERCOLOR and not creature
+    if watercolor:  # the halo is not the object
+        shade = np.linalg.norm(arr - PATTERN_SHADE * rgb, axis=2) < 35
+        refined = _blob(mask & ((pull > 0.65) | shade))
+        mask = refined if refined.sum() >= 10 else mask
+        color = _color(arr, mask, depth=2)  # away from the halo's blend with the background
+
+    ys, xs = np.nonzero(mask)
+    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    white = (arr.min(axis=2) > 200) & (arr.max(axis=2) - arr.min(axis=2) < 40)
+    eyes = ndimage.binary_dilation(_is_dark(arr) | white) if creature else np.zeros_like(mask)
+    style = "creature" if creature else "watercolor" if watercolor else "plain"
+    return Reading(
+        background=background,
+        color=color,
+        object="",
+        pattern=_pattern(arr, mask, skip=eyes, depth=2 if watercolor else 1),
+        style=style,
+        mask=mask,
+        box=box,
+        watercolor_score=watercolor_score,
+        creature_score=creature_score,
+        bumpiness=bumpiness,
+    )
+
+
+def evaluate(images, scenes) -> dict:
+    """Score `images` against the `scenes` they should show (one scene per image, same order).
+
+    Returns a dict of floats: "n"; accuracies "color", "object", "background", "pattern", "style" and
+    "joint" (color, object and background all right); "bumpy" (accuracy of bumpy vs smooth on road scenes,
+    NaN if there are none); "mask_iou" (mean IoU of the measured mask with the scene's silhouette: meaningful
+    when the images should keep the scenes' layout, e.g. renders, reconstructions or edits); the means of
+    "watercolor_score", "creature_score" and "bumpiness".
+    """
+    images, scenes = list(images), list(scenes)
+    if len(images) != len(scenes):
+        raise ValueError(f"got {len(images)} images but {len(scenes)} scenes: pass one scene per image")
+    if not images:
+        raise ValueError("nothing to evaluate: images and scenes are empty")
+    bad = [type(s).__name__ for s in scenes if not isinstance(s, Scene)]
+    if bad:
+        raise TypeError(f"scenes must be toyworld Scene objects, got {bad[0]}")
+    readings = [analyze(image) for image in images]
+
+    def accuracy(pairs):
+        pairs = list(pairs)
+        return float(np.mean([a == b for a, b in pairs])) if pairs else float("nan")
+
+    out = {"n": float(len(images))}
+    for field in ("color", "object", "background", "pattern", "style"):
+        out[field] = accuracy((getattr(r, field), getattr(s, field)) for r, s in zip(readings, scenes))
+    out["joint"] = accuracy(
+        ((r.color, r.object, r.background), (s.color, s.object, s.background)) for r, s in zip(readings, scenes)
+    )
+    out["bumpy"] = accuracy(
+        (r.bumpiness >= BUMPY_READING, s.bumpy) for r, s in zip(readings, scenes) if s.background == "road"
+    )
+    out["mask_iou"] = float(np.mean([iou(r.mask, object_mask(s) > 0.5) for r, s in zip(readings, scenes)]))
+    for field in ("watercolor_score", "creature_score", "bumpiness"):
+        out[field] = float(np.mean([getattr(r, field) for r in readings]))
+    return out

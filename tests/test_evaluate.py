@@ -1,0 +1,141 @@
+"""The toy-world evaluator: the 98% bar on unseen renders, masks, style scores, bumps, and bad input."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from sdlab.toyworld import Scene, analyze, evaluate, iou, object_mask, render, sample_scenes
+
+# Seeds never used while the evaluator's thresholds were chosen.
+UNSEEN = 31337
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    """Unseen scenes of every style family (watercolor 30% of the plain ones) and their renders."""
+    scenes = sample_scenes(240, UNSEEN, watercolor=0.3) + sample_scenes(60, UNSEEN + 1, style="creature")
+    return scenes, [render(s) for s in scenes]
+
+
+def test_accuracy_bar_on_unseen_renders(mixed):
+    scenes, images = mixed
+    scores = evaluate(images, scenes)
+    assert scores["n"] == len(scenes)
+    for key in ("color", "object", "background"):
+        assert scores[key] >= 0.98, (key, scores)
+    for key in ("pattern", "style", "joint", "bumpy"):
+        assert scores[key] >= 0.95, (key, scores)
+    assert scores["mask_iou"] >= 0.9
+
+
+def test_each_style_family_meets_the_bar(mixed):
+    scenes, images = mixed
+    for style in ("plain", "watercolor", "creature"):
+        picked = [(i, s) for i, s in zip(images, scenes) if s.style == style]
+        assert len(picked) >= 20
+        scores = evaluate(*zip(*picked))
+        assert min(scores["color"], scores["object"], scores["background"]) >= 0.97, (style, scores)
+
+
+def test_evaluate_catches_wrong_pictures(mixed):
+    scenes, images = mixed
+    n = 40
+    recolored = [dataclasses.replace(s, color="red" if s.color != "red" else "blue") for s in scenes[:n]]
+    moved = [dataclasses.replace(s, object="star" if s.object != "star" else "car") for s in scenes[:n]]
+    assert evaluate(images[:n], recolored)["color"] <= 0.05
+    assert evaluate(images[:n], moved)["object"] <= 0.05
+    assert evaluate(images[:n], scenes[n : 2 * n])["mask_iou"] < 0.5
+
+
+def test_mask_matches_ground_truth(mixed):
+    scenes, images = mixed
+    for scene, image in list(zip(scenes, images))[:100]:
+        reading = analyze(image)
+        truth = object_mask(scene) > 0.5
+        assert reading.mask.shape == (64, 64) and reading.mask.dtype == bool
+        assert iou(reading.mask, truth) > 0.6, scene
+        ys, xs = np.nonzero(truth)
+        x0, y0, x1, y1 = reading.box
+        assert abs(x0 - xs.min()) <= 3 and abs(y1 - 1 - ys.max()) <= 3
+
+
+def test_style_scores_separate_the_families():
+    base = sample_scenes(24, UNSEEN + 2)
+    plain = [analyze(render(dataclasses.replace(s, style="plain"))) for s in base]
+    water = [analyze(render(dataclasses.replace(s, style="watercolor"))) for s in base]
+    creature = [analyze(render(dataclasses.replace(s, style="creature"))) for s in base[:8]]
+    assert max(r.watercolor_score for r in plain) < min(r.watercolor_score for r in water)
+    assert all(r.style == "watercolor" for r in water) and all(r.style == "plain" for r in plain)
+    assert max(r.creature_score for r in plain) < 0.2 < 0.8 < min(r.creature_score for r in creature)
+    assert all(r.style == "creature" for r in creature)
+
+
+def test_measured_bumpiness_grows_with_scene_bumpiness():
+    levels = np.linspace(0.0, 1.0, 6)
+    readings = [
+        [analyze(render(Scene("dog", color, "road", bumpiness=float(b), texture_seed=k, x=30, y=30))).bumpiness
+         for b in levels]
+        for k, color in enumerate(["red", "yellow", "blue"])
+    ]
+    mean = np.mean(readings, axis=0)
+    assert np.all(np.diff(mean) > 0), mean
+    assert mean[0] < 0.2 and 0.7 < mean[-1] < 1.3
+
+
+def test_evaluate_reads_blurred_pictures():
+    """Generations are blurrier than renders: a light blur must not break the reading."""
+    scenes = sample_scenes(60, UNSEEN + 3)
+    blurred = [render(s).filter(ImageFilter.GaussianBlur(0.7)) for s in scenes]
+    scores = evaluate(blurred, scenes)
+    assert min(scores["color"], scores["object"], scores["background"]) >= 0.9, scores
+
+
+def test_input_forms_give_the_same_reading():
+    scene = Scene("fish", "orange", "sky", pattern="striped", x=30, y=28)
+    image = render(scene)
+    ref = analyze(image)
+    as_float = np.asarray(image, dtype=np.float32) / 255.0  # diffusers' output_type="np"
+    for other in (np.asarray(image), as_float):
+        r = analyze(other)
+        assert (r.object, r.color, r.background, r.pattern) == (ref.object, ref.color, ref.background, ref.pattern)
+    with pytest.warns(UserWarning, match="RGBA"):
+        r = analyze(image.convert("RGBA"))
+    assert np.array_equal(r.mask, ref.mask)
+    with pytest.warns(UserWarning, match="grayscale"):
+        analyze(np.asarray(image.convert("L")))
+
+
+def test_wrong_size_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match="64x64"):
+        analyze(Image.new("RGB", (128, 128)))
+    with pytest.raises(TypeError, match="PIL image or a numpy array"):
+        analyze([[0, 0, 0]])
+
+
+def test_evaluate_checks_its_arguments():
+    scenes = sample_scenes(2, 0)
+    with pytest.raises(ValueError, match="2 images but 1 scenes"):
+        evaluate([render(s) for s in scenes], scenes[:1])
+    with pytest.raises(ValueError, match="empty"):
+        evaluate([], [])
+    with pytest.raises(TypeError, match="Scene"):
+        evaluate([render(scenes[0])], ["a red cat"])
+
+
+def test_empty_picture_reads_as_nothing():
+    reading = analyze(Image.new("RGB", (64, 64), (160, 205, 245)))
+    assert not reading.mask.any() and reading.box == (0, 0, 0, 0) and reading.object == ""
+    assert reading.background == "sky"
+
+
+def test_iou():
+    a = np.zeros((4, 4), bool)
+    a[:2] = True
+    b = np.zeros((4, 4), bool)
+    b[1:3] = True
+    assert iou(a, a) == 1.0 and iou(a, b) == pytest.approx(1 / 3) and iou(a, ~a) == 0.0
+    assert iou(np.zeros((2, 2)), np.zeros((2, 2))) == 1.0
+    with pytest.raises(ValueError, match="shape"):
+        iou(a, np.zeros((3, 3)))

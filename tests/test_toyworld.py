@@ -1,0 +1,126 @@
+"""The toy world's grammar and renderer: determinism, captions, and clear errors for bad scenes."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sdlab.toyworld import (
+    BACKGROUNDS,
+    COLORS,
+    OBJECTS,
+    PATTERNS,
+    STYLES,
+    Scene,
+    object_mask,
+    render,
+    sample_scenes,
+    vocabulary,
+)
+from sdlab.toyworld.scene import PLACES
+
+
+def test_contract_sizes():
+    assert len(OBJECTS) >= 8 and len(COLORS) >= 8 and len(BACKGROUNDS) >= 5
+    assert "road" in BACKGROUNDS
+    assert {"striped", "dotted"} <= set(PATTERNS) and {"watercolor", "creature"} <= set(STYLES)
+    for word in list(OBJECTS) + list(COLORS) + list(BACKGROUNDS):
+        assert word.isalpha() and " " not in word
+
+
+def test_sample_scenes_is_deterministic_and_seed_dependent():
+    assert sample_scenes(20, seed=3) == sample_scenes(20, seed=3)
+    assert sample_scenes(20, seed=3) != sample_scenes(20, seed=4)
+    assert sample_scenes(5, seed=3) == sample_scenes(20, seed=3)[:5]
+
+
+def test_render_is_deterministic_64x64_rgb():
+    for scene in sample_scenes(6, seed=11) + sample_scenes(2, seed=11, style="creature", watercolor=0):
+        a, b = render(scene), render(scene)
+        assert a.size == (64, 64) and a.mode == "RGB"
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_render_depends_on_every_visible_field():
+    base = Scene("cat", "red", "sky", size=34, x=30, y=32)
+    changes = dict(object="dog", color="blue", background="sand", pattern="striped", style="watercolor", x=34.0)
+    for field, value in changes.items():
+        other = dataclasses.replace(base, **{field: value})
+        assert not np.array_equal(np.asarray(render(base)), np.asarray(render(other))), field
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10**6), field=st.sampled_from(["object", "color"]), pick=st.integers(0, 7))
+def test_replacing_one_word_changes_exactly_that_word(seed, field, pick):
+    scene = sample_scenes(1, seed)[0]
+    value = (OBJECTS if field == "object" else list(COLORS))[pick]
+    if value == getattr(scene, field):
+        return
+    old, new = scene.caption.split(), dataclasses.replace(scene, **{field: value}).caption.split()
+    assert len(old) == len(new)
+    diff = [(a, b) for a, b in zip(old, new) if a != b]
+    # "a"/"an" may follow the first word after it ("an orange cat" vs "a red cat")
+    diff = [(a, b) for a, b in diff if {a, b} != {"a", "an"}]
+    assert diff == [(getattr(scene, field), value)]
+
+
+def test_caption_names_what_is_drawn():
+    for scene in sample_scenes(200, seed=5, watercolor=0.3):
+        words = scene.caption.split()
+        assert scene.color in words and scene.object in words
+        assert PLACES[scene.background].split()[-1] in words
+        assert ("watercolor" in words) == (scene.style == "watercolor")
+        assert ("bumpy" in words) == scene.bumpy
+        if scene.pattern != "plain":
+            assert scene.pattern in words
+        assert set(words) <= set(vocabulary())
+
+
+@pytest.mark.parametrize(
+    "field, value, allowed",
+    [("object", "unicorn", "cat"), ("color", "teal", "red"), ("background", "moon", "grass"),
+     ("pattern", "plaid", "striped"), ("style", "oil", "watercolor")],
+)
+def test_unknown_field_values_are_named_with_the_alternatives(field, value, allowed):
+    kwargs = dict(object="cat", color="red", background="sky")
+    kwargs[field] = value
+    with pytest.raises(ValueError, match=field) as err:
+        Scene(**kwargs)
+    assert value in str(err.value) and allowed in str(err.value)
+
+
+def test_out_of_range_numbers_are_refused():
+    for kwargs in (dict(size=100), dict(x=-20.0), dict(bumpiness=1.5), dict(phrasing=9)):
+        with pytest.raises(ValueError):
+            Scene("cat", "red", "road", **kwargs)
+
+
+@pytest.mark.parametrize("n", [0, -3, 2.5, None])
+def test_sample_scenes_needs_a_positive_count(n):
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        sample_scenes(n, seed=0)
+
+
+def test_sample_scenes_style_options():
+    assert {s.style for s in sample_scenes(30, 1, style="creature")} == {"creature"}
+    assert {s.style for s in sample_scenes(30, 1, watercolor=1.0)} == {"watercolor"}
+    with pytest.raises(ValueError, match="style"):
+        sample_scenes(3, 1, style="oil")
+
+
+def test_object_mask_is_the_drawn_silhouette():
+    scene = Scene("house", "blue", "snow", size=36, x=32, y=32)
+    mask = object_mask(scene) > 0.5
+    pixels = np.asarray(render(scene), dtype=np.float32)
+    blue = np.linalg.norm(pixels - np.array(COLORS["blue"]), axis=2) < 40
+    assert (mask == blue).mean() > 0.97
+
+
+def test_bumpiness_is_drawn_only_on_roads_and_graded():
+    smooth = Scene("cat", "red", "road", bumpiness=0.0, texture_seed=1)
+    bumpy = dataclasses.replace(smooth, bumpiness=1.0)
+    assert not np.array_equal(np.asarray(render(smooth)), np.asarray(render(bumpy)))
+    on_sand = dataclasses.replace(smooth, background="sand")
+    assert np.array_equal(np.asarray(render(on_sand)), np.asarray(render(dataclasses.replace(on_sand, bumpiness=1.0))))
