@@ -6,7 +6,8 @@
 Every mode runs the same batch (source + 1 target, classifier-free guidance, `--steps` DDIM steps, the
 denoising loop only: `output_type="latent"`, no VAE decode) in a fresh worker process, so peak memory is the
 worker's own: `torch.cuda.max_memory_allocated` on CUDA; on CPU the peak resident set size of the worker
-(`ru_maxrss`, weights included), since tensor memory on CPU is not tracked by torch. Modes:
+(`ru_maxrss`, weights included), since tensor memory on CPU is not tracked by torch. On CPU the process CPU time
+is printed next to the wall time: on a shared machine it is the steadier measure of work. Modes:
 
 - plain:    the pipeline's own attention processors (`sdlab.attention.generate` without a controller)
 - replace:  `Replace()` with the paper's defaults (cross 0.8, self 0.4), fused SDPA path
@@ -111,16 +112,17 @@ def worker(args):
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    times = []
+    times, cpu = [], []
     for _ in range(args.repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         run()
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
     peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"mode": args.mode, "model": name, "device": str(pipe.device), "dtype": str(pipe.unet.dtype),
-                      "time": statistics.median(times), "times": times, "peak": peak,
+                      "time": statistics.median(times), "times": times, "cpu": statistics.median(cpu), "peak": peak,
                       "memory": "cuda max_memory_allocated" if cuda else "peak RSS (ru_maxrss)"}))
 
 
@@ -165,12 +167,13 @@ def main():
         base = results.get("plain")
         t0 = min(r["time"] for r in base) if base else None
         m0 = min(r["peak"] for r in base) if base else None
-        print(f"{'mode':<10}{'time s (best of rounds, median of repeats)':>44}{'x plain':>9}{'peak MB':>10}{'x plain':>9}")
+        c0 = min(r["cpu"] for r in base) if base else None
+        print("time: median of repeats, best of rounds; cpu: process CPU time (steadier on a shared machine)")
+        print(f"{'mode':<10}{'wall s':>9}{'x plain':>9}{'cpu s':>9}{'x plain':>9}{'peak MB':>10}{'x plain':>9}")
         for mode, rs in results.items():
-            t, m = min(r["time"] for r in rs), min(r["peak"] for r in rs)
-            rt = f"{t / t0:.3f}" if t0 else "-"
-            rm = f"{m / m0:.3f}" if m0 else "-"
-            print(f"{mode:<10}{t:>44.3f}{rt:>9}{m / 2**20:>10.1f}{rm:>9}")
+            t, c, m = (min(r[key] for r in rs) for key in ("time", "cpu", "peak"))
+            ratio = lambda x, x0: f"{x / x0:.3f}" if x0 else "-"  # noqa: E731
+            print(f"{mode:<10}{t:>9.3f}{ratio(t, t0):>9}{c:>9.3f}{ratio(c, c0):>9}{m / 2**20:>10.1f}{ratio(m, m0):>9}")
 
 
 if __name__ == "__main__":

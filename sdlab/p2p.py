@@ -104,7 +104,8 @@ class _Edit:
 class Replace(_Edit):
     """Swap words one for one ("a red cat" -> "a red dog"); the prompts need the same number of words."""
 
-    def mapping(self, tokenizer, source, target, index):
+    def mapping(self, tokenizer, source, target, index=0, n_targets=1):
+        """(M (L, L), a (L,), e (L,)) for target number `index` of `n_targets`; see the module docstring."""
         m = align.replacement_mapper(tokenizer, source, target)
         return m, torch.ones(len(m)), torch.ones(len(m))
 
@@ -113,7 +114,7 @@ class Replace(_Edit):
 class Refine(_Edit):
     """Add or remove words ("a cat" -> "a striped cat"); shared tokens keep the source's attention."""
 
-    def mapping(self, tokenizer, source, target, index):
+    def mapping(self, tokenizer, source, target, index=0, n_targets=1):
         mapper, alpha = align.refinement_alignment(tokenizer, source, target)
         m = torch.zeros(len(mapper), len(mapper))
         hit = mapper >= 0
@@ -156,7 +157,7 @@ class Reweight(_Edit):
             out[word] = value
         return out
 
-    def mapping(self, tokenizer, source, target, index, n_targets=1):
+    def mapping(self, tokenizer, source, target, index=0, n_targets=1):
         if self.base is None:
             if align.tokenize(tokenizer, source) != align.tokenize(tokenizer, target):
                 raise ValueError(
@@ -176,10 +177,7 @@ class EditController(Controller):
     def __init__(self, edit, tokenizer, source: str, targets: list[str]):
         self.edit = edit
         n_t = len(targets)
-        maps = []
-        for j, target in enumerate(targets):
-            extra = {"n_targets": n_t} if isinstance(edit, Reweight) else {}
-            maps.append(edit.mapping(tokenizer, source, target, j, **extra))
+        maps = [edit.mapping(tokenizer, source, target, j, n_t) for j, target in enumerate(targets)]
         self.M = torch.stack([m for m, _, _ in maps])  # (targets, L, L): M[s, t]
         self.a = torch.stack([a for _, a, _ in maps])  # (targets, L)
         self.e = torch.stack([e for _, _, e in maps])

@@ -189,7 +189,7 @@ def test_not_an_edit(pipe):
 
 
 def test_long_prompt_warns(pipe):
-    long = "a red cat on grass " + "and a red cat " * 30
+    long = "a red cat on grass " + "on a red cat " * 30
     with pytest.warns(UserWarning, match="truncates the same way"):
         p2p.edit(pipe, long, [long.replace("cat", "dog", 1)], Replace(), steps=2)
 

@@ -92,6 +92,16 @@ class Capture:
         idx = align.word_indices(self.tokenizer, self.prompts[prompt], word)
         return self.cross[prompt][..., idx].sum(-1)
 
+    def word_mask(self, word: str | int, prompt: int = 0, threshold: float = 0.5, size=None) -> torch.Tensor:
+        """Bool mask where `word`'s map, upsampled (bilinear) to `size` (default: the image's) and divided by its
+        maximum, exceeds `threshold`: the pixels the word drives."""
+        if size is None:
+            image = self.images[prompt]
+            size = image.size[::-1] if hasattr(image, "size") and not callable(image.size) else image.shape[-2:]
+        m = self.word_map(word, prompt)[None, None]
+        m = torch.nn.functional.interpolate(m, size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
+        return m / m.max().clamp_min(1e-12) > threshold
+
     def word_maps(self, prompt: int = 0) -> dict[str, torch.Tensor]:
         """Every word's map, in prompt order (a repeated word appears once, its occurrences summed)."""
         return {w: self.word_map(w, prompt) for w in self.words(prompt)}

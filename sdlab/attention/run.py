@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..toymodel.tokenizer import check_prompts
 from .control import Controller, Run, check_unet, control
 
 
@@ -73,6 +74,7 @@ def generate(
     prompts = list(prompts)
     if not prompts or not all(isinstance(p, str) for p in prompts):
         raise TypeError(f"prompts must be a non-empty list of strings, got {prompts!r}")
+    check_prompts(pipe, prompts)  # the toy model warns about words it never saw
     if latent is None:
         latent = initial_latent(pipe, seed, height, width)
     elif latent.ndim != 4 or latent.shape[0] != 1 or latent.shape[1] != pipe.unet.config.in_channels:
