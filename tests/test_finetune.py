@@ -316,3 +316,56 @@ def test_clip_metrics_with_local_weights_and_one_message_without(tmp_path):
     assert metrics is None and why.startswith("CLIP metrics skipped: no local CLIP weights")
     toy, why = pick_metrics("none", prompts, None)
     assert toy is None and "off" in why
+
+
+def test_toy_defaults_pick_probes_the_data_never_shows():
+    from sdlab.finetune.validation import REAL_PROBES, TOY_PROBE_CANDIDATES, default_prompts
+
+    captions = [s.caption for s in sample_scenes(64, 0, style="creature")] + [TOY_PROBE_CANDIDATES[0]]
+    prompts, probes = default_prompts(64, captions)
+    assert prompts == tuple(captions[:3]) and len(probes) == 2
+    assert TOY_PROBE_CANDIDATES[0] not in probes  # its combination is in the data now
+    shown = {tuple(parse_toy_prompt(c).values()) for c in captions}
+    assert not any(tuple(parse_toy_prompt(p).values()) in shown for p in probes)
+    assert default_prompts(512, captions)[1] == REAL_PROBES  # real models get the report's "yoda"
+
+
+analyze = getattr(sdlab.toyworld, "analyze", None)
+needs_evaluator = pytest.mark.skipif(analyze is None, reason="sdlab.toyworld.analyze not available yet")
+
+
+@needs_evaluator
+def test_toy_metrics_read_fidelity_and_style_from_renders():
+    from dataclasses import replace
+
+    from sdlab.finetune.metrics import ToyWorldMetrics
+
+    scenes = [s for s in sample_scenes(40, 3) if s.style == "plain"][:6]
+    creatures = [replace(s, style="creature") for s in scenes]
+    m = ToyWorldMetrics()
+    plain = m.measure([render(s) for s in scenes], [s.caption for s in scenes])
+    styled = m.measure([render(s) for s in creatures], [s.caption for s in creatures])
+    assert np.mean([r["fidelity"] for r in plain]) > 0.8 and np.mean([r["fidelity"] for r in styled]) > 0.8
+    assert max(r["style"] for r in plain) < 0.3 < 0.7 < min(r["style"] for r in styled)
+    wrong = m.measure([render(scenes[0])], ["a " + next(c for c in ("red", "blue") if c != scenes[0].color) + " "
+                                            + scenes[0].object + " " + sdlab.toyworld.PLACES[scenes[0].background]])
+    assert wrong[0]["color_ok"] == 0.0
+
+
+@needs_evaluator
+def test_tradeoff_is_measured_written_and_plotted(model, data, tmp_path):
+    from matplotlib.figure import Figure
+
+    from sdlab.finetune import plots
+    from sdlab.finetune.validation import suggest_stop
+
+    out = tmp_path / "run"
+    result = finetune(cfg(model, data, out, validate_every=2, validation_inference_steps=2, metrics="toyworld"))
+    assert [r["step"] for r in result.tradeoff] == [0, 2, 4]
+    assert all(0 <= r["probe_fidelity"] <= 1 and 0 <= r["probe_style"] <= 1 for r in result.tradeoff)
+    header = (out / "validation" / "tradeoff.csv").read_text().splitlines()[0]
+    assert "probe_fidelity" in header and "probe_style" in header and "prompt_style" in header
+    assert (out / "validation" / "tradeoff.png").is_file()
+    for fig in (plots.tradeoff_figure(out), plots.progression_figure(out, kind="probe"), plots.dataset_figure(data)):
+        assert isinstance(fig, Figure)
+    assert suggest_stop(result.tradeoff) in (0, 2, 4, None)
