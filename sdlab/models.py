@@ -119,7 +119,7 @@ def load_pipeline(model=None, *, device=None, dtype=None) -> StableDiffusionPipe
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
             source,
-            torch_dtype=dtype,
+            dtype=dtype,
             use_safetensors=True,
             safety_checker=None,
             requires_safety_checker=False,

@@ -11,7 +11,7 @@ from sdlab.toymodel.train import ToyTrainConfig, TrainingError, main, train_toy
 
 def tiny_cfg(tmp_path, name="run", **kw):
     base = dict(output=str(tmp_path / name), arch="tiny", n_images=32, vae_steps=3, unet_steps=4, batch_size=4,
-                warmup=2, checkpoint_minutes=0.0, device="cpu")
+                warmup=2, checkpoint_minutes=0.0, device="cpu", decoder_steps=3)
     return ToyTrainConfig(**(base | kw))
 
 
@@ -84,7 +84,7 @@ def test_export_checkpoint_matches_the_final_pipeline(tmp_path):
     cfg = tiny_cfg(tmp_path)
     final = train_toy(cfg, progress=False)
     exported = export_checkpoint(cfg.output)
-    assert exported.name == "pipeline-step4"
+    assert exported.name == "pipeline-finished-step3"
     a, b = unet_weights(final), unet_weights(exported)
     assert all(torch.equal(a[k], b[k]) for k in a)
     sa = StableDiffusionPipeline.from_pretrained(final).vae.config.scaling_factor
