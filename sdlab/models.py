@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import warnings
+import warnings
 from pathlib import Path
 
 import torch
@@ -117,14 +118,16 @@ def load_pipeline(model=None, *, device=None, dtype=None) -> StableDiffusionPipe
                 "Pass a local diffusers folder, a hub id, or None for the shipped toy model."
             )
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            source,
-            dtype=dtype,
-            use_safetensors=True,
-            safety_checker=None,
-            requires_safety_checker=False,
-            local_files_only=local,
-        )
+        with warnings.catch_warnings():  # newer diffusers rename torch_dtype to dtype; older know only torch_dtype
+            warnings.filterwarnings("ignore", message=".*torch_dtype.*is deprecated", category=FutureWarning)
+            pipe = StableDiffusionPipeline.from_pretrained(
+                source,
+                torch_dtype=dtype,
+                use_safetensors=True,
+                safety_checker=None,
+                requires_safety_checker=False,
+                local_files_only=local,
+            )
     except (OSError, ValueError) as e:
         if local:
             raise

@@ -364,11 +364,9 @@ def _check_finite(loss, phase, step, run):
 def ship_pipeline(pipeline_dir, run_dir=None) -> Path:
     """Copy a trained pipeline into the package as the default toy model, weights stored as float16 (half the
     bytes; `load_pipeline` upcasts to float32 on the CPU), with the run's training log and config beside it."""
-    from diffusers import StableDiffusionPipeline
+    from ..models import TOY_MODEL_DIR, load_pipeline
 
-    from ..models import TOY_MODEL_DIR
-
-    pipe = StableDiffusionPipeline.from_pretrained(pipeline_dir, dtype=torch.float16)
+    pipe = load_pipeline(pipeline_dir, device="cpu", dtype=torch.float16)
     _save_pipeline(pipe, pipe.unet, TOY_MODEL_DIR)
     if run_dir is not None:
         shutil.copy(Path(run_dir) / "log.csv", TOY_MODEL_DIR / "training_log.csv")
