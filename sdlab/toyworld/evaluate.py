@@ -30,9 +30,9 @@ TEMPLATE = 24
 """Side of the square crops on which silhouettes are compared."""
 WATERCOLOR = 0.08
 """`watercolor_score` above which a picture reads as a watercolor painting."""
-BUMP_SCALE = 4.1
+BUMP_SCALE = 4.3
 """Texture strength of a plain road with `Scene.bumpiness` 1 (calibrates `Reading.bumpiness` to read about 1)."""
-BUMPY_READING = 0.35
+BUMPY_READING = 0.4
 """`Reading.bumpiness` from which a road counts as bumpy: between the smooth roads `sample_scenes` draws
 (bumpiness <= 0.2) and the bumpy ones (>= 0.5)."""
 
@@ -142,21 +142,31 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == (1 + int(np.argmax(sizes)))
 
 
+def _walk(start: np.ndarray, through: np.ndarray, steps: int) -> np.ndarray:
+    """Pixels of `through` reachable from `start` in at most `steps` 8-connected steps (plus `start`)."""
+    out = start
+    for _ in range(steps):
+        out = out | (ndimage.binary_dilation(out, structure=_EIGHT) & through)
+    return out
+
+
 def _blob(raw: np.ndarray, weak: np.ndarray | None = None) -> np.ndarray:
     """The object's blob in a thresholded picture: the largest part after an opening (which removes lane
-    lines, stars, grass blades), rejoined with the parts the opening or a dark stripe cut off from it at thin
-    joints (a bird's wings): those within 5 pixels through `weak` (a lower threshold), holes filled."""
+    lines, stars, grass blades), with the thin edges the opening shaved off, rejoined with the parts it or a
+    dark stripe cut off at thin joints (a bird's wings): parts within 5 pixels through `weak` (a lower
+    threshold), with the bridge between them; holes filled."""
     opened = ndimage.binary_opening(raw)
     main = _largest_component(opened)
     if not main.any():
         return main
     weak = raw if weak is None else (weak | raw)
-    reach = main
-    for _ in range(5):
-        reach = ndimage.binary_dilation(reach, structure=_EIGHT) & weak
-    labels, _ = ndimage.label(opened, structure=_EIGHT)
-    touched = np.unique(labels[reach & opened])
-    keep = np.isin(labels, touched[touched > 0]) | (reach & raw)
+    reach = _walk(main, weak, 5)
+    labels, _ = ndimage.label(opened & ~main, structure=_EIGHT)
+    touched = np.unique(labels[reach])
+    parts = np.isin(labels, touched[touched > 0])
+    keep = main | parts | (_walk(main, raw, 2) & raw)
+    if parts.any():
+        keep |= reach & _walk(parts, weak, 5) & raw  # the joint
     return ndimage.binary_fill_holes(keep)
 
 
@@ -242,18 +252,20 @@ def _color(arr: np.ndarray, mask: np.ndarray, depth: int = 1) -> str:
     return _COLOR_NAMES[int(np.argmax(votes[0::2] + votes[1::2])) * 2]
 
 
-def _bumpiness(arr: np.ndarray, blob: np.ndarray, pastel: bool) -> float:
+def _bumpiness(arr: np.ndarray, blob: np.ndarray, pastel: bool, margin: int = 5) -> float:
     """Road texture strength: mean absolute luminance deviation of the background away from the object,
-    lane lines and stars (and the pixels next to them) left out, smoothed over 3x3 pixels, on a square-root scale so that it grows
+    lane lines and stars (and the pixels next to them) left out, measured against the local median, on a square-root scale so that it grows
     about like `Scene.bumpiness` (bumps get both more numerous and stronger)."""
-    rest = ~ndimage.binary_dilation(blob, iterations=5)
+    rest = ~ndimage.binary_dilation(blob, iterations=margin)
     if rest.sum() < 100:
         rest = ~ndimage.binary_dilation(blob, iterations=2)
     if not rest.any():
         return 0.0
     contrast = (1 - PASTEL) if pastel else 1.0
-    lum = ndimage.uniform_filter(arr.mean(axis=2), size=3)  # bumps are several pixels wide, noise is not
-    deviation = np.abs(lum - np.median(lum[rest]))
+    lum = arr.mean(axis=2)
+    lum = np.where(ndimage.binary_dilation(blob, iterations=2), np.median(lum[rest]), lum)
+    # bumps are a few pixels wide: smooth away pixel noise, subtract slow shading (a watercolor halo, the sky)
+    deviation = np.abs(ndimage.uniform_filter(lum, size=3) - ndimage.median_filter(lum, size=13))
     marks = ndimage.binary_dilation(deviation > 40 * contrast, iterations=2, structure=_EIGHT)
     texture = deviation[rest & ~marks]
     return float(np.sqrt(texture.mean() / (BUMP_SCALE * contrast))) if texture.size else 0.0
@@ -271,7 +283,9 @@ def _read(arr: np.ndarray) -> Reading:
     """Everything `analyze` reads but the object's kind (left "")."""
     bg = np.median(arr[_border(2)], axis=0)
     dist = np.linalg.norm(arr - bg, axis=2)
-    blob = _blob(dist > OBJECT_DISTANCE, weak=dist > 0.6 * OBJECT_DISTANCE)
+    # no object color is near-white: white far brighter than the background is lane paint or a star
+    glare = (arr.mean(axis=2) > bg.mean() + 110) & (arr.max(axis=2) - arr.min(axis=2) < 40)
+    blob = _blob((dist > OBJECT_DISTANCE) & ~glare, weak=(dist > 0.6 * OBJECT_DISTANCE) & ~glare)
     far = ~ndimage.binary_dilation(blob, iterations=8)
     if far.sum() >= 200:  # refine from everything well away from the object (and any watercolor halo)
         bg = np.median(arr[far], axis=0)
@@ -286,9 +300,9 @@ def _read(arr: np.ndarray) -> Reading:
     creature_score = float((edge & ndimage.binary_dilation(dark)).sum() / max(edge.sum(), 1))
     creature = creature_score > 0.5
     mask = ndimage.binary_erosion(blob, structure=np.ones((5, 5)), border_value=1) if creature else blob
-    bumpiness = _bumpiness(arr, blob, pastel=creature)
     if mask.sum() < 10:
         empty = np.zeros((SIZE, SIZE), dtype=bool)
+        bumpiness = _bumpiness(arr, blob, pastel=creature)
         return Reading(background, "", "", "plain", "plain", empty, (0, 0, 0, 0), 0.0, creature_score, bumpiness)
     color = _color(arr, mask)
 
@@ -305,6 +319,7 @@ def _read(arr: np.ndarray) -> Reading:
         mask = refined if refined.sum() >= 10 else mask
         color = _color(arr, mask, depth=2)  # away from the halo's blend with the background
 
+    bumpiness = _bumpiness(arr, blob, pastel=creature, margin=9 if watercolor else 5)  # beyond most halo
     ys, xs = np.nonzero(mask)
     box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
     white = (arr.min(axis=2) > 200) & (arr.max(axis=2) - arr.min(axis=2) < 40)
