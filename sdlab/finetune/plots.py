@@ -104,7 +104,8 @@ def tradeoff_figure(run) -> Figure:
         ax.plot(steps, [r["prompt_style"] for r in summary], "s--", color="tab:red", alpha=0.4,
                 label="in-domain style")
     ax.set_xlabel("finetuning step")
-    ax.set_ylabel("score")
+    ax.set_ylabel("score (0 to 1)")
+    ax.set_ylim(-0.03, 1.03)
     ax.set_title("fidelity to the prompt vs. style of the dataset")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
