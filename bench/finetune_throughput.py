@@ -6,7 +6,8 @@
 
 Every configuration trains `--steps` optimizer steps through `sdlab.finetune.finetune` (data loading, VAE and
 text encoding, UNet forward/backward, clipping, AdamW, all included; no validation, no checkpoints) and
-reports the median images/s over the steps after `--skip` warm-up steps. "bare loop" rows run the same
+reports the median images/s over the steps after `--skip` warm-up steps, and images per CPU-second (process
+CPU time: on a machine shared with other jobs, the wall-clock rate drops but this one does not). "bare loop" rows run the same
 per-step work in a minimal hand-written loop (no accelerate, no data pipeline, no checks): the floor that
 any training script, diffusers' examples/text_to_image/train_text_to_image.py included, pays per step.
 CPU rows run each configuration in a fresh process, so peak RSS is that configuration's own.
@@ -81,7 +82,17 @@ def sd1_model(folder: Path) -> tuple[str, str]:
 
 def run_finetune(model: str, data: str, out: str, case: dict, steps: int, skip: int) -> dict:
     from sdlab.finetune import FinetuneConfig, finetune
+    from sdlab.finetune import train as train_mod
 
+    cpu_times, step = [], train_mod._train_step
+
+    def timed_step(*args, **kwargs):  # CPU seconds of each step: unaffected by other jobs on a shared machine
+        t = time.process_time()
+        loss = step(*args, **kwargs)
+        cpu_times.append(time.process_time() - t)
+        return loss
+
+    train_mod._train_step = timed_step
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     config = FinetuneConfig(model=model, dataset=data, output=out, max_steps=steps, batch_size=case["batch"],
@@ -90,7 +101,8 @@ def run_finetune(model: str, data: str, out: str, case: dict, steps: int, skip: 
                             learning_rate=1e-5, checkpoint_every=0, overwrite=True, progress=False)
     result = finetune(config)
     per_step = statistics.median(result.step_seconds[skip:])
-    return {"images_s": case["batch"] / per_step, "step_s": per_step, **_peak()}
+    return {"images_s": case["batch"] / per_step, "step_s": per_step,
+            "images_cpu_s": case["batch"] / statistics.median(cpu_times[skip:]), **_peak()}
 
 
 def run_bare(model: str, data: str, case: dict, steps: int, skip: int) -> dict:
@@ -115,9 +127,9 @@ def run_bare(model: str, data: str, case: dict, steps: int, skip: int) -> dict:
     unet = pipe.unet.train()
     opt = torch.optim.AdamW(unet.parameters(), lr=1e-5)
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(case.get("precision", "no"))
-    times = []
+    times, cpu_times = [], []
     for _ in range(steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with torch.autocast(device, dtype=dtype, enabled=dtype is not None), torch.no_grad():
             lat = pipe.vae.encode(pix).latent_dist.sample() * pipe.vae.config.scaling_factor
             emb = pipe.text_encoder(ids)[0]
@@ -131,8 +143,10 @@ def run_bare(model: str, data: str, case: dict, steps: int, skip: int) -> dict:
         opt.zero_grad(set_to_none=True)
         loss.item()
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
     per_step = statistics.median(times[skip:])
-    return {"images_s": case["batch"] / per_step, "step_s": per_step, **_peak()}
+    return {"images_s": case["batch"] / per_step, "step_s": per_step,
+            "images_cpu_s": case["batch"] / statistics.median(cpu_times[skip:]), **_peak()}
 
 
 def _peak() -> dict:
@@ -184,14 +198,16 @@ def main() -> None:
         device = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, " \
                  f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})"
     print(f"model: {what}; device: {device}; torch {torch.__version__}; {steps} steps, median after {args.skip}")
-    print(f"{'loop':<11} {'batch':>5} {'prec':>5} {'lora':>4} {'gc':>3} {'images/s':>9} {'s/step':>7} {'peak GB':>8}")
+    print(f"{'loop':<11} {'batch':>5} {'prec':>5} {'lora':>4} {'gc':>3} {'images/s':>9} {'s/step':>7} "
+          f"{'img/CPU-s':>9} {'peak GB':>8}")
     for case in cases:
         spec = dict(model=model, data=data, out=str(work / "run"), case=case, steps=steps, skip=args.skip)
         if args.gpu:
             try:
                 r = one(spec)
             except torch.OutOfMemoryError:
-                r = {"images_s": float("nan"), "step_s": float("nan"), "peak_gb": float("nan")}
+                r = {"images_s": float("nan"), "step_s": float("nan"), "images_cpu_s": float("nan"),
+                     "peak_gb": float("nan")}
             torch.cuda.empty_cache()
         else:
             proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True)
@@ -203,7 +219,7 @@ def main() -> None:
         peak = r.get("peak_gb", r.get("peak_rss_gb"))
         print(f"{'bare loop' if case.get('bare') else 'sdlab':<11} {case['batch']:>5} "
               f"{case.get('precision', 'fp32'):>5} {case.get('lora', 0):>4} {'y' if case.get('gc') else 'n':>3} "
-              f"{r['images_s']:>9.1f} {r['step_s']:>7.3f} {peak:>8.2f}", flush=True)
+              f"{r['images_s']:>9.1f} {r['step_s']:>7.3f} {r['images_cpu_s']:>9.1f} {peak:>8.2f}", flush=True)
 
 
 if __name__ == "__main__":
