@@ -323,7 +323,7 @@ def test_toy_defaults_pick_probes_the_data_never_shows():
 
     captions = [s.caption for s in sample_scenes(64, 0, style="creature")] + [TOY_PROBE_CANDIDATES[0]]
     prompts, probes = default_prompts(64, captions)
-    assert prompts == tuple(captions[:3]) and len(probes) == 2
+    assert prompts == tuple(captions[:3]) and len(probes) == 4
     assert TOY_PROBE_CANDIDATES[0] not in probes  # its combination is in the data now
     shown = {tuple(parse_toy_prompt(c).values()) for c in captions}
     assert not any(tuple(parse_toy_prompt(p).values()) in shown for p in probes)

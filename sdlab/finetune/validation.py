@@ -20,7 +20,8 @@ import torch
 TOY_PROBE_CANDIDATES = (
     "a photo of a red car on a road", "a purple house in the snow", "a yellow star in the sky",
     "a blue tree on sand", "a picture of an orange car at night", "a pink house on grass",
-    "a brown star on a road", "a photo of a green tree in the snow",
+    "a brown star on a road", "a photo of a green tree in the snow", "a blue car on sand",
+    "a yellow house at night", "a red tree in the sky", "a purple star on grass",
 )
 """Out-of-domain probes for the toy model, in order of preference: the first ones whose (object, color,
 background) the finetuning data does not contain play the report's "yoda"."""
@@ -31,7 +32,7 @@ REAL_PROBES = ("yoda",)
 TOY_SIZE = 64
 
 
-def default_prompts(resolution: int, captions: list[str], n_prompts: int = 3, n_probes: int = 2):
+def default_prompts(resolution: int, captions: list[str], n_prompts: int = 3, n_probes: int = 4):
     """(prompts, probes). For the toy model (64x64): the first distinct captions of the data as in-domain
     prompts, and probes whose object-color-background combination the data never shows. Else the report's."""
     from .metrics import parse_toy_prompt
