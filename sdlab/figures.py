@@ -67,7 +67,8 @@ def run_notebook(notebook: Path, build: Path, figures: Path, kernel: str = "pyth
         run.error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''} " \
                     f"(executed copy: {build / notebook.name})"
     run.seconds = time.perf_counter() - start
-    run.figures = sorted(p for p, t in _pngs(figures).items() if before.get(p) != t)
+    after = _pngs(figures)
+    run.figures = sorted((p for p, t in after.items() if before.get(p) != t), key=after.get)  # in order written
     return run
 
 
