@@ -109,3 +109,29 @@ def test_ship_stores_half_precision_and_loads_as_float32(tmp_path, monkeypatch):
     assert pipe.unet.dtype == torch.float32
     full = unet_weights(out)["conv_in.weight"]
     assert torch.allclose(pipe.unet.conv_in.weight, full, atol=1e-3)
+
+
+def test_resume_keeps_the_token_ids_the_run_started_with(tmp_path, monkeypatch):
+    from transformers import CLIPTokenizer
+
+    cfg = tiny_cfg(tmp_path)
+    train_toy(cfg, progress=False)
+    saved = tmp_path / "run" / "tokenizer"
+    assert CLIPTokenizer.from_pretrained(saved).get_vocab() == CLIPTokenizer.from_pretrained(
+        tmp_path / "run" / "pipeline" / "tokenizer").get_vocab()
+    # a tokenizer built differently later must not silently re-map the trained embeddings on resume
+    vocab = CLIPTokenizer.from_pretrained(saved).get_vocab()
+    cat, dog = vocab["cat</w>"], vocab["dog</w>"]
+    import sdlab.toymodel.architecture as arch
+    real_build = arch.build_tokenizer
+
+    def swapped():
+        tok = real_build()
+        v = tok.get_vocab()
+        v["cat</w>"], v["dog</w>"] = dog, cat
+        return CLIPTokenizer(vocab=v, merges=tok._merges, model_max_length=77)
+
+    monkeypatch.setattr(arch, "build_tokenizer", swapped)
+    out = train_toy(cfg, resume=True, progress=False)
+    final = CLIPTokenizer.from_pretrained(out / "tokenizer").get_vocab()
+    assert final["cat</w>"] == cat and final["dog</w>"] == dog

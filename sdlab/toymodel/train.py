@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from tqdm.auto import tqdm
+from transformers import CLIPTokenizer
 
 from ..models import pick_device
 from ..toyworld import render, sample_scenes
@@ -153,6 +154,12 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     pipe = build_pipeline(TOY if cfg.arch == "toy" else TINY, seed=cfg.seed)
+    saved_tokenizer = run.dir / "tokenizer"
+    if resume and saved_tokenizer.is_dir():  # token ids must be those the run started with
+        pipe.tokenizer = CLIPTokenizer.from_pretrained(saved_tokenizer)
+        pipe.register_modules(tokenizer=pipe.tokenizer)
+    else:
+        pipe.tokenizer.save_pretrained(saved_tokenizer)
     vae, unet, text_encoder, tokenizer = pipe.vae, pipe.unet, pipe.text_encoder, pipe.tokenizer
     state = run.load() if resume else {"phase": "vae", "step": 0}
     images, captions, creatures = _render_dataset(cfg)
