@@ -1,6 +1,9 @@
 """`sdlab finetune ...`: the command line of `sdlab.finetune.finetune`; every flag is a `FinetuneConfig` field.
 
-Runs the same under `python -m sdlab finetune ...` and `accelerate launch -m sdlab finetune ...`.
+Runs the same as `python -m sdlab finetune ...`, and on several processes as
+`accelerate launch --num_processes N -m sdlab finetune ...` (GPUs) or, on a CPU-only machine,
+`accelerate launch --multi_gpu --num_processes N -m sdlab finetune ...` or `torchrun --nproc-per-node N -m sdlab
+finetune ...` (accelerate then trains on the CPU with the gloo backend).
 """
 
 from __future__ import annotations
