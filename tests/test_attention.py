@@ -75,7 +75,8 @@ def test_shared_latent_is_seeded(pipe):
     a = generate(pipe, ["a cat", "a dog"], seed=5, steps=2, output_type="latent")
     b = generate(pipe, ["a cat"], seed=5, steps=2, output_type="latent")
     assert torch.equal(a.latent, b.latent)
-    torch.testing.assert_close(a.images[0], b.images[0], rtol=1e-5, atol=1e-5)
+    # same latent, same image up to batch-size-dependent CPU kernels (a different latent differs by O(1))
+    torch.testing.assert_close(a.images[0], b.images[0], rtol=1e-3, atol=1e-3)
 
 
 def test_capture_maps(pipe):
