@@ -314,8 +314,11 @@ def _read(arr: np.ndarray) -> Reading:
     watercolor_score = float(np.clip(np.median(pull[ring]), 0.0, 1.0)) if ring.any() else 0.0
     watercolor = watercolor_score > WATERCOLOR and not creature
     if watercolor:  # the halo is not the object
-        shade = np.linalg.norm(arr - PATTERN_SHADE * rgb, axis=2) < 35
-        refined = _blob(mask & ((pull > 0.65) | shade))
+        core = pull > 0.65
+        # pattern pixels (the color's shade) count where the core closes over them: stripes and dots inside,
+        # not the halo's rim, which on a dark background can look just like the shade
+        shade = (np.linalg.norm(arr - PATTERN_SHADE * rgb, axis=2) < 35) & ndimage.binary_closing(core, iterations=2)
+        refined = _blob(mask & (core | shade), weak=mask)
         mask = refined if refined.sum() >= 10 else mask
         color = _color(arr, mask, depth=2)  # away from the halo's blend with the background
 
