@@ -28,7 +28,7 @@ DARK = (60.0, 30.0)
 its channels spread less than the second."""
 TEMPLATE = 24
 """Side of the square crops on which silhouettes are compared."""
-WATERCOLOR = 0.08
+WATERCOLOR = 0.05
 """`watercolor_score` above which a picture reads as a watercolor painting."""
 BUMP_SCALE = 4.3
 """Texture strength of a plain road with `Scene.bumpiness` 1 (calibrates `Reading.bumpiness` to read about 1)."""
@@ -60,7 +60,7 @@ class Reading:
         mask: bool array (64, 64), True on the object's pixels (creature outline excluded).
         box: (x0, y0, x1, y1) of the mask, x1 and y1 exclusive; (0, 0, 0, 0) if nothing was found.
         watercolor_score: how far the ring just around the object is pulled toward the object's color
-            (0 = not at all, 1 = fully); about 0 for plain renders, 0.2 or more for watercolor.
+            (0 = not at all, 1 = fully), 3-4 pixels out; about 0 for plain renders, 0.07 to 0.3 for watercolor.
         creature_score: fraction of the object's border that is a dark outline, in [0, 1].
         bumpiness: texture strength of the background outside the object, scaled so that a plain road with
             `Scene.bumpiness` b reads about b; meaningful on roads (other backgrounds have textures of
@@ -306,11 +306,12 @@ def _read(arr: np.ndarray) -> Reading:
         return Reading(background, "", "", "plain", "plain", empty, (0, 0, 0, 0), 0.0, creature_score, bumpiness)
     color = _color(arr, mask)
 
-    # watercolor: pigment bleeds past the edge, so the ring 2-3 px outside the blob leans to the object color
+    # watercolor: pigment bleeds past the edge, so the ring 3-4 px outside the blob leans to the object color
+    # (far enough out that a blurry generation's soft edge does not count)
     rgb = np.array(COLORS[color], dtype=np.float32)
     axis = rgb - field
     pull = ((arr - field) * axis).sum(axis=2) / np.maximum((axis * axis).sum(axis=2), 1.0)
-    ring = ndimage.binary_dilation(blob, iterations=3) & ~ndimage.binary_dilation(blob, iterations=1)
+    ring = ndimage.binary_dilation(blob, iterations=4) & ~ndimage.binary_dilation(blob, iterations=2)
     watercolor_score = float(np.clip(np.median(pull[ring]), 0.0, 1.0)) if ring.any() else 0.0
     watercolor = watercolor_score > WATERCOLOR and not creature
     if watercolor:  # the halo is not the object
