@@ -53,8 +53,8 @@ class Reading:
 
     Attributes:
         background: the nearest name in `BACKGROUNDS`.
-        color: the nearest name in `COLORS`.
-        object: the best-matching silhouette in `OBJECTS`.
+        color: the nearest name in `COLORS` ("" if no object was found).
+        object: the best-matching silhouette in `OBJECTS` ("" if no object was found).
         pattern: "plain", "striped" or "dotted".
         style: "plain", "watercolor" or "creature", from the two scores below.
         mask: bool array (64, 64), True on the object's pixels (creature outline excluded).
@@ -253,9 +253,9 @@ def _color(arr: np.ndarray, mask: np.ndarray, depth: int = 1) -> str:
 
 
 def _bumpiness(arr: np.ndarray, blob: np.ndarray, pastel: bool, margin: int = 5) -> float:
-    """Road texture strength: mean absolute luminance deviation of the background away from the object,
-    lane lines and stars (and the pixels next to them) left out, measured against the local median, on a square-root scale so that it grows
-    about like `Scene.bumpiness` (bumps get both more numerous and stronger)."""
+    """Road texture strength: mean absolute luminance deviation of the background away from the object
+    from its local median, lane lines and stars (and the pixels next to them) left out, on a square-root
+    scale so that it grows about like `Scene.bumpiness` (bumps get both more numerous and stronger)."""
     rest = ~ndimage.binary_dilation(blob, iterations=margin)
     if rest.sum() < 100:
         rest = ~ndimage.binary_dilation(blob, iterations=2)
@@ -318,7 +318,8 @@ def _read(arr: np.ndarray) -> Reading:
         core = pull > 0.65
         # pattern pixels (the color's shade) count where the core closes over them: stripes and dots inside,
         # not the halo's rim, which on a dark background can look just like the shade
-        shade = (np.linalg.norm(arr - PATTERN_SHADE * rgb, axis=2) < 35) & ndimage.binary_closing(core, iterations=2)
+        shade = np.linalg.norm(arr - PATTERN_SHADE * rgb, axis=2) < 35
+        shade &= ndimage.binary_closing(core, iterations=2)
         refined = _blob(mask & (core | shade), weak=mask)
         mask = refined if refined.sum() >= 10 else mask
         color = _color(arr, mask, depth=2)  # away from the halo's blend with the background
