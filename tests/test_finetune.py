@@ -360,12 +360,15 @@ def test_tradeoff_is_measured_written_and_plotted(model, data, tmp_path):
     from sdlab.finetune.validation import suggest_stop
 
     out = tmp_path / "run"
-    result = finetune(cfg(model, data, out, validate_every=2, validation_inference_steps=2, metrics="toyworld"))
+    result = finetune(cfg(model, data, out, validate_every=2, validation_inference_steps=2, metrics="toyworld",
+                          validation_samples=2))
     assert [r["step"] for r in result.tradeoff] == [0, 2, 4]
     assert all(0 <= r["probe_fidelity"] <= 1 and 0 <= r["probe_style"] <= 1 for r in result.tradeoff)
     header = (out / "validation" / "tradeoff.csv").read_text().splitlines()[0]
     assert "probe_fidelity" in header and "probe_style" in header and "prompt_style" in header
     assert (out / "validation" / "tradeoff.png").is_file()
+    rows = (out / "validation" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3 * 2 * 7 and (out / "validation" / "step-000004" / "06-probe-1.png").is_file()
     for fig in (plots.tradeoff_figure(out), plots.progression_figure(out, kind="probe"), plots.dataset_figure(data)):
         assert isinstance(fig, Figure)
     assert suggest_stop(result.tradeoff) in (0, 2, 4, None)

@@ -5,6 +5,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file
 
+from sdlab.toymodel import TINY, build_pipeline
 from sdlab.toymodel import train as train_mod
 from sdlab.toymodel.train import ToyTrainConfig, TrainingError, main, train_toy
 
@@ -16,7 +17,9 @@ def tiny_cfg(tmp_path, name="run", **kw):
 
 
 def unet_weights(out):
-    return load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
+    """The UNet's and the text encoder's weights (both are EMAs in the saved pipeline)."""
+    return {**{f"unet.{k}": v for k, v in load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors")).items()},
+            **{f"text.{k}": v for k, v in load_file(str(out / "text_encoder" / "model.safetensors")).items()}}
 
 
 def test_trains_a_pipeline_that_diffusers_loads_alone(tmp_path):
@@ -38,17 +41,17 @@ def test_same_seed_same_weights_and_resume_is_bit_identical(tmp_path, monkeypatc
     assert not all(torch.equal(ref[k], other[k]) for k in ref)
 
     # interrupt the run in the middle of the UNet phase, then resume it
-    real_check = train_mod._check_finite
+    real_check = train_mod.check_finite
 
     def stop_at_unet_step_2(loss, phase, step, run):
         if phase == "unet" and step == 2:
             raise KeyboardInterrupt
         real_check(loss, phase, step, run)
 
-    monkeypatch.setattr(train_mod, "_check_finite", stop_at_unet_step_2)
+    monkeypatch.setattr(train_mod, "check_finite", stop_at_unet_step_2)
     with pytest.raises(KeyboardInterrupt):
         train_toy(tiny_cfg(tmp_path, "d"), progress=False)
-    monkeypatch.setattr(train_mod, "_check_finite", real_check)
+    monkeypatch.setattr(train_mod, "check_finite", real_check)
     resumed = unet_weights(train_toy(tiny_cfg(tmp_path, "d"), resume=True, progress=False))
     assert all(torch.equal(ref[k], resumed[k]) for k in ref)
 
@@ -104,10 +107,10 @@ def test_ship_stores_half_precision_and_loads_as_float32(tmp_path, monkeypatch):
     monkeypatch.setattr(models, "TOY_MODEL_DIR", tmp_path / "shipped")
     shipped = ship_pipeline(out, cfg.output)
     assert (shipped / "training_log.csv").is_file() and (shipped / "train_config.json").is_file()
-    assert unet_weights(shipped)["conv_in.weight"].dtype == torch.float16
+    assert unet_weights(shipped)["unet.conv_in.weight"].dtype == torch.float16
     pipe = sdlab.load_pipeline(device="cpu")  # the default model now comes from the patched folder
     assert pipe.unet.dtype == torch.float32
-    full = unet_weights(out)["conv_in.weight"]
+    full = unet_weights(out)["unet.conv_in.weight"]
     assert torch.allclose(pipe.unet.conv_in.weight, full, atol=1e-3)
 
 
@@ -135,3 +138,22 @@ def test_resume_keeps_the_token_ids_the_run_started_with(tmp_path, monkeypatch):
     out = train_toy(cfg, resume=True, progress=False)
     final = CLIPTokenizer.from_pretrained(out / "tokenizer").get_vocab()
     assert final["cat</w>"] == cat and final["dog</w>"] == dog
+
+
+def test_padding_positions_start_after_each_rows_end_token():
+    from sdlab.toymodel.train import _padding_positions
+
+    tok = build_pipeline(TINY, seed=0).tokenizer
+    ids = tok(["a red cat on grass", ""], padding="max_length", max_length=tok.model_max_length,
+              return_tensors="pt").input_ids
+    pad = _padding_positions(ids, tok.eos_token_id)
+    n_words = len(tok("a red cat on grass").input_ids)  # BOS, the words' tokens, EOS
+    assert pad[0].tolist() == [False] * n_words + [True] * (tok.model_max_length - n_words)
+    assert pad[1].tolist() == [False, False] + [True] * (tok.model_max_length - 2)
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor():
+    factor = train_mod._lr_lambda(warmup=10, total=110, floor=0.1)
+    assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
+    values = [factor(s) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(values, values[1:])) and values[-1] == pytest.approx(0.1)

@@ -42,6 +42,7 @@ FLAGS = {  # field -> (type, help); fields not listed here are Python-only
     "resume": (str, "latest or a checkpoint folder"),
     "validate_every": (int, "validate every V steps (0 = never)"),
     "validation_seed": (int, "seed of the first validation prompt"),
+    "validation_samples": (int, "images (seeds) per validation prompt"),
     "validation_inference_steps": (int, "DDIM steps of validation images"),
     "guidance_scale": (float, "guidance scale of validation images"),
     "metrics": (str, "auto, toyworld, clip or none"),

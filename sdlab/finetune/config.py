@@ -106,6 +106,8 @@ class FinetuneConfig:
     """Out-of-domain probes (the report's "yoda"); None = defaults for the model."""
     validation_seed: int = 0
     """Prompt i is sampled with seed `validation_seed + i` at every validation."""
+    validation_samples: int = 1
+    """Images per validation prompt (more seeds: smoother fidelity and style curves; grids show the first)."""
     validation_inference_steps: int = 25
     """DDIM steps per validation image."""
     guidance_scale: float = 7.5
@@ -128,7 +130,8 @@ class FinetuneConfig:
             raise FinetuneError("no dataset: pass --dataset (a local imagefolder or a hub dataset id)")
         if self.output is None:
             raise FinetuneError("no output folder: pass --output")
-        positive = ("max_steps", "batch_size", "gradient_accumulation", "validation_inference_steps")
+        positive = ("max_steps", "batch_size", "gradient_accumulation", "validation_inference_steps",
+                    "validation_samples")
         for name in positive:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise FinetuneError(f"{name} must be a positive integer, got {getattr(self, name)!r}")

@@ -169,7 +169,8 @@ class TrainParts:
                 print(f"sdlab finetune: {why}")
         return Progression(folder, prompts, probes, seed=self.config.validation_seed,
                            inference_steps=self.config.validation_inference_steps,
-                           guidance_scale=self.config.guidance_scale, metrics=metrics)
+                           guidance_scale=self.config.guidance_scale, metrics=metrics,
+                           samples=self.config.validation_samples)
 
     def validate(self, progression: Progression, step: int, loss: float | None = None) -> None:
         """Sample the validation prompts (with EMA weights when EMA is on) on the main process."""

@@ -26,6 +26,7 @@ def _records(run):
 
 
 def _grid(folder: Path, rows: list[dict], steps: list[int], title: str, cell: float = 1.3) -> Figure:
+    rows = [r for r in rows if r.get("sample", 0) == 0]  # the first seed of each prompt
     prompts = sorted({(r["index"], r["kind"], r["prompt"]) for r in rows})
     fig = Figure(figsize=(cell * len(steps) + 2.2, cell * len(prompts) + 0.5), layout="constrained")
     axes = fig.subplots(len(prompts), len(steps), squeeze=False)

@@ -3,8 +3,9 @@
 Sampling goes through `sdlab.attention.generate`, the one denoising loop every part of sdlab uses.
 
 Layout under `OUTPUT/validation/`:
-    step-000120/00-prompt.png ...   one image per validation prompt (seed = validation_seed + index)
-    metrics.csv                     one row per image: step, kind, prompt, seed, image, and the measurements
+    step-000120/00-prompt.png ...   one image per validation prompt (seed = validation_seed + index), and
+                                    with `samples` > 1 also 00-prompt-1.png ... (more seeds, averaged)
+    metrics.csv                     one row per image: step, kind, index, sample, prompt, seed, image, measurements
     tradeoff.csv                    one row per step: mean fidelity and style of the probes and of the prompts
     progression.png, before_after.png, tradeoff.png   written when the run ends
 """
@@ -52,7 +53,7 @@ def read_csv(path: Path) -> list[dict]:
         rows = list(csv.DictReader(f))
     for row in rows:
         for k, v in row.items():
-            if k in ("step", "index", "seed"):
+            if k in ("step", "index", "sample", "seed"):
                 row[k] = int(v)
             elif k not in ("kind", "prompt", "image"):
                 row[k] = float(v) if v not in ("", None) else float("nan")
@@ -105,10 +106,11 @@ class Progression:
     """Samples the validation prompts with fixed seeds and records images and measurements per step."""
 
     def __init__(self, folder: Path, prompts, probes, *, seed: int, inference_steps: int, guidance_scale: float,
-                 metrics=None):
+                 metrics=None, samples: int = 1):
         self.folder = Path(folder)
         self.items = [("prompt", p) for p in prompts] + [("probe", p) for p in probes]
         self.seed, self.inference_steps, self.guidance_scale = seed, inference_steps, guidance_scale
+        self.samples = samples
         self.metrics = metrics
         self.rows = read_csv(self.folder / "metrics.csv")
         self.summary = read_csv(self.folder / "tradeoff.csv")
@@ -126,23 +128,23 @@ class Progression:
         """Sample every prompt at this step with `pipe`, save PNGs and measurements; return the step's summary."""
         from ..attention import generate  # the one denoising loop of sdlab
 
-        prompts = [p for _, p in self.items]
-        images = [
-            generate(pipe, [p], seed=self.seed + i, steps=self.inference_steps, guidance=self.guidance_scale).images[0]
-            for i, p in enumerate(prompts)
-        ]
+        n = len(self.items)
+        jobs = [(k, i, kind, prompt, self.seed + i + k * n)  # sample k of prompt i has its own fixed seed
+                for k in range(self.samples) for i, (kind, prompt) in enumerate(self.items)]
+        images = [generate(pipe, [prompt], seed=seed, steps=self.inference_steps,
+                           guidance=self.guidance_scale).images[0] for _, _, _, prompt, seed in jobs]
         out = self.folder / f"step-{step:06d}"
         out.mkdir(parents=True, exist_ok=True)
-        measured = self.metrics.measure(images, prompts) if self.metrics else [{} for _ in images]
+        measured = self.metrics.measure(images, [j[3] for j in jobs]) if self.metrics else [{} for _ in images]
         self.rows = [r for r in self.rows if r["step"] != step]
-        for i, ((kind, prompt), image, m) in enumerate(zip(self.items, images, measured)):
-            name = f"{i:02d}-{kind}.png"
+        for (k, i, kind, prompt, seed), image, m in zip(jobs, images, measured):
+            name = f"{i:02d}-{kind}.png" if k == 0 else f"{i:02d}-{kind}-{k}.png"
             image.save(out / name)
-            self.rows.append({"step": step, "kind": kind, "index": i, "prompt": prompt, "seed": self.seed + i,
+            self.rows.append({"step": step, "kind": kind, "index": i, "sample": k, "prompt": prompt, "seed": seed,
                               "image": f"{out.name}/{name}", **m})
         summary = {"step": step, **(extra or {})}
         for kind in ("probe", "prompt"):
-            mine = [m for (k, _), m in zip(self.items, measured) if k == kind]
+            mine = [m for job, m in zip(jobs, measured) if job[2] == kind]
             for key in (self.metrics.columns if self.metrics else ()):
                 if key in ("fidelity", "style") and mine:
                     summary[f"{kind}_{key}"] = sum(m[key] for m in mine) / len(mine)

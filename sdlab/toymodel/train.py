@@ -3,23 +3,21 @@
 Three phases on one fixed, seeded dataset of rendered scenes:
 1. the VAE (L1 + image-gradient L1 + a small KL), then its `scaling_factor` from the latents' std;
 2. the UNet and the text encoder jointly on cached latents (epsilon loss with min-SNR weighting,
-   10% empty captions for classifier-free guidance, AdamW with warmup, an EMA of the UNet);
+   10% empty captions for classifier-free guidance, half the captions with blank padding states so the UNet
+   reads the words, AdamW with warmup and cosine decay, an EMA of both);
 3. the VAE decoder alone, on the frozen encoder's latents: sharper colors and edges, same latent space.
 
 Checkpoints are written every few minutes (atomically); `--resume` continues a stopped run and reaches the
 same weights as an uninterrupted one. The result is a diffusers pipeline folder (safetensors).
+The run folder is `runfolder.py`, the dataset `dataset.py`, exporting and shipping `export.py`.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import csv
-import json
-import shutil
 import time
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import fields
 
 import numpy as np
 import torch
@@ -29,56 +27,13 @@ from tqdm.auto import tqdm
 from transformers import CLIPTokenizer
 
 from ..models import pick_device
-from ..toyworld import render, sample_scenes
 from .architecture import SCHEDULER_CONFIG, TINY, TOY, build_pipeline
+from .config import ToyTrainConfig, TrainingError
+from .dataset import encode_latents, render_dataset
+from .export import export_checkpoint, save_pipeline, ship_pipeline
+from .runfolder import RunFolder, check_finite, rng_state, set_rng_state
 
-
-@dataclass
-class ToyTrainConfig:
-    """What `train_toy` does. Defaults are the shipped model's recipe."""
-
-    output: str = "runs/toy"
-    """Run folder: checkpoints, log.csv, config.json, and the final pipeline in `pipeline/`."""
-    arch: str = "toy"
-    """"toy" (the shipped size) or "tiny" (a seconds-fast model for tests)."""
-    n_images: int = 20000
-    """Size of the fixed training set of rendered scenes."""
-    watercolor: float = 0.15
-    """Share of watercolor paintings in the training set."""
-    vae_creature: float = 0.15
-    """Share of extra creature-style images the VAE (only) sees, so finetuning on creatures finds a VAE that draws them."""
-    vae_steps: int = 1200
-    vae_lr: float = 2e-3
-    unet_steps: int = 5000
-    lr: float = 5e-4
-    warmup: int = 200
-    batch_size: int = 32
-    cfg_dropout: float = 0.1
-    """Share of empty captions, for classifier-free guidance."""
-    min_snr_gamma: float = 5.0
-    ema_decay: float = 0.999
-    seed: int = 0
-    device: str | None = None
-    """None: cuda if present, else cpu."""
-    decoder_steps: int = 2000
-    """Phase 3: refine the VAE decoder alone on the frozen encoder's latents (the UNet's latent space stays)."""
-    decoder_lr: float = 5e-4
-    checkpoint_minutes: float = 3.0
-    """Write a checkpoint at least this often (and at the end of each phase)."""
-
-
-class TrainingError(RuntimeError):
-    pass
-
-
-def _render_dataset(cfg: ToyTrainConfig):
-    scenes = sample_scenes(cfg.n_images, cfg.seed, watercolor=cfg.watercolor)
-    images = np.stack([np.asarray(render(s)) for s in tqdm(scenes, desc="render", leave=False)])
-    captions = [s.caption for s in scenes]
-    n_creature = int(cfg.n_images * cfg.vae_creature)
-    extra = np.stack([np.asarray(render(s)) for s in sample_scenes(max(n_creature, 1), cfg.seed + 1, style="creature")])
-    to_tensor = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)  # noqa: E731
-    return to_tensor(images), captions, to_tensor(extra[:n_creature])
+__all__ = ["ToyTrainConfig", "TrainingError", "export_checkpoint", "main", "ship_pipeline", "train_toy"]
 
 
 def _grad_l1(a, b):
@@ -87,70 +42,34 @@ def _grad_l1(a, b):
     return (dx(a) - dx(b)).abs().mean() + (dy(a) - dy(b)).abs().mean()
 
 
-def _lr_lambda(warmup):
-    return lambda step: min(1.0, (step + 1) / max(1, warmup))
+def _lr_lambda(warmup: int, total: int, floor: float = 0.1):
+    """Linear warmup, then a cosine decay to `floor` times the peak at `total` steps."""
+
+    def factor(step):
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * progress))
+
+    return factor
 
 
-class _Run:
-    """A run folder: config, log, atomic checkpoints."""
-
-    def __init__(self, cfg: ToyTrainConfig, resume: bool, overwrite: bool):
-        self.dir = Path(cfg.output)
-        self.ckpt = self.dir / "checkpoint"
-        config_path = self.dir / "config.json"
-        if resume:
-            if not (self.ckpt / "state.pt").is_file():
-                raise TrainingError(f"--resume: there is no checkpoint in {self.ckpt} to resume from; start without --resume")
-            saved = asdict(cfg) | json.loads(config_path.read_text())  # fields added since the run: defaults
-            if saved != asdict(cfg) | {"device": saved.get("device")}:
-                raise TrainingError(f"--resume: {config_path} holds a different configuration; use the same options")
-        elif self.dir.exists() and any(self.dir.iterdir()):
-            if not overwrite:
-                raise TrainingError(
-                    f"{self.dir} already holds a run; pass --resume to continue it, --overwrite to replace it, "
-                    "or choose another --output"
-                )
-            shutil.rmtree(self.dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(json.dumps(asdict(cfg), indent=2))
-        self.log_path = self.dir / "log.csv"
-        if not resume:
-            self.log_path.write_text("phase,step,loss,lr,seconds\n")
-        self.last_save = time.time()
-
-    def log(self, phase, step, loss, lr, seconds):
-        with self.log_path.open("a", newline="") as f:
-            csv.writer(f).writerow([phase, step, f"{loss:.6f}", f"{lr:.3e}", f"{seconds:.1f}"])
-
-    def save(self, state: dict):
-        tmp = self.dir / "checkpoint.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        torch.save(state, tmp / "state.pt")
-        old = self.dir / "checkpoint.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if self.ckpt.exists():
-            self.ckpt.rename(old)
-        tmp.rename(self.ckpt)
-        shutil.rmtree(old, ignore_errors=True)
-        self.last_save = time.time()
-
-    def load(self) -> dict:
-        return torch.load(self.ckpt / "state.pt", map_location="cpu", weights_only=False)
+def _sample_posterior(vae, x, gen):
+    post = vae.encode(x).latent_dist
+    return post, post.mean + post.std * torch.randn(post.mean.shape, generator=gen).to(x.device)
 
 
-def _rng_state(gen: torch.Generator, np_rng: np.random.Generator):
-    return {"torch": gen.get_state(), "numpy": np_rng.bit_generator.state}
-
-
-def _set_rng_state(gen, np_rng, state):
-    gen.set_state(state["torch"])
-    np_rng.bit_generator.state = state["numpy"]
+def _optimizer_step(loss, opt, sched, params):
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
 
 
 def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True):
     """Train the toy pipeline; returns the path of the saved pipeline folder."""
-    run = _Run(cfg, resume, overwrite)
+    run = RunFolder(cfg, resume, overwrite)
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     pipe = build_pipeline(TOY if cfg.arch == "toy" else TINY, seed=cfg.seed)
@@ -162,7 +81,7 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
         pipe.tokenizer.save_pretrained(saved_tokenizer)
     vae, unet, text_encoder, tokenizer = pipe.vae, pipe.unet, pipe.text_encoder, pipe.tokenizer
     state = run.load() if resume else {"phase": "vae", "step": 0}
-    images, captions, creatures = _render_dataset(cfg)
+    images, captions, creatures = render_dataset(cfg)
     vae_images = torch.cat([images, creatures])
     gen = torch.Generator().manual_seed(cfg.seed)
     np_rng = np.random.default_rng(cfg.seed)
@@ -171,37 +90,32 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
     # ---- phase 1: the VAE -------------------------------------------------------------------------------
     vae.to(device)
     vae_opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    vae_sched = torch.optim.lr_scheduler.LambdaLR(vae_opt, _lr_lambda(cfg.warmup))
+    vae_sched = torch.optim.lr_scheduler.LambdaLR(vae_opt, _lr_lambda(cfg.warmup, cfg.vae_steps))
     if state["phase"] == "vae":
         if resume and state["step"] > 0:
             vae.load_state_dict(state["vae"])
             vae_opt.load_state_dict(state["vae_opt"])
             vae_sched.load_state_dict(state["vae_sched"])
-            _set_rng_state(gen, np_rng, state["rng"])
+            set_rng_state(gen, np_rng, state["rng"])
         vae.train()
         bar = tqdm(range(state["step"], cfg.vae_steps), desc="vae", disable=not progress, initial=state["step"], total=cfg.vae_steps)
         for step in bar:
             idx = torch.randint(len(vae_images), (cfg.batch_size,), generator=gen)
             x = vae_images[idx].to(device)
-            post = vae.encode(x).latent_dist
-            z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen).to(device)
+            post, z = _sample_posterior(vae, x, gen)
             rec = vae.decode(z).sample
             loss = (rec - x).abs().mean() + _grad_l1(rec, x) + 1e-6 * post.kl().mean()
-            _check_finite(loss, "vae", step, run)
-            vae_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-            vae_opt.step()
-            vae_sched.step()
+            check_finite(loss, "vae", step, run)
+            _optimizer_step(loss, vae_opt, vae_sched, vae.parameters())
             bar.set_postfix(loss=f"{loss.item():.4f}")
             if step % 50 == 0:
                 run.log("vae", step, loss.item(), vae_sched.get_last_lr()[0], time.time() - t0)
             done = step + 1 == cfg.vae_steps
             if done or time.time() - run.last_save > cfg.checkpoint_minutes * 60:
                 state = {"phase": "vae", "step": step + 1, "vae": vae.state_dict(), "vae_opt": vae_opt.state_dict(),
-                         "vae_sched": vae_sched.state_dict(), "rng": _rng_state(gen, np_rng)}
+                         "vae_sched": vae_sched.state_dict(), "rng": rng_state(gen, np_rng)}
                 if done:
-                    state = {"phase": "unet", "step": 0, "vae": vae.state_dict(), "rng": _rng_state(gen, np_rng)}
+                    state = {"phase": "unet", "step": 0, "vae": vae.state_dict(), "rng": rng_state(gen, np_rng)}
                 run.save(state)
     else:
         vae.load_state_dict(state["vae"])
@@ -209,7 +123,7 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
     vae.eval().requires_grad_(False)
 
     # ---- latents and their scale -----------------------------------------------------------------------
-    lat_mean, lat_std, scaling = _encode_latents(vae, images, device)
+    lat_mean, lat_std, scaling = encode_latents(vae, images, device)
     vae.register_to_config(scaling_factor=scaling)
 
     # ---- phase 2: UNet + text encoder ------------------------------------------------------------------
@@ -217,12 +131,14 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
         ids = tokenizer(captions + [""], padding="max_length", max_length=tokenizer.model_max_length,
                         truncation=True, return_tensors="pt").input_ids
     caption_ids, empty_ids = ids[:-1], ids[-1:]
+    pad_positions = _padding_positions(caption_ids, tokenizer.eos_token_id)
     unet.to(device).train()
     text_encoder.to(device).train()
-    ema = copy.deepcopy(unet).requires_grad_(False)
+    ema, ema_text = (copy.deepcopy(m).requires_grad_(False) for m in (unet, text_encoder))
     params = list(unet.parameters()) + list(text_encoder.parameters())
+    ema_pairs = list(zip(list(ema.parameters()) + list(ema_text.parameters()), params))
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup, cfg.unet_steps))
     noise_sched = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k not in ("set_alpha_to_one", "steps_offset")})
     alphas = noise_sched.alphas_cumprod.to(device)
     start = 0
@@ -230,14 +146,16 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
         unet.load_state_dict(state["unet"])
         text_encoder.load_state_dict(state["text_encoder"])
         ema.load_state_dict(state["ema"])
+        ema_text.load_state_dict(state["ema_text_encoder"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         start = state["step"]
     if state["phase"] != "vae":
-        _set_rng_state(gen, np_rng, state["rng"])
+        set_rng_state(gen, np_rng, state["rng"])
     if state["phase"] in ("done", "decoder", "finished"):
         start = cfg.unet_steps
-        unet.load_state_dict(state["unet"]); text_encoder.load_state_dict(state["text_encoder"]); ema.load_state_dict(state["ema"])  # noqa: E702
+        unet.load_state_dict(state["unet"]); text_encoder.load_state_dict(state["text_encoder"])  # noqa: E702
+        ema.load_state_dict(state["ema"]); ema_text.load_state_dict(state["ema_text_encoder"])  # noqa: E702
     bar = tqdm(range(start, cfg.unet_steps), desc="unet", disable=not progress, initial=start, total=cfg.unet_steps)
     for step in bar:
         idx = torch.randint(len(lat_mean), (cfg.batch_size,), generator=gen)
@@ -245,21 +163,20 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
         noise = torch.randn(z0.shape, generator=gen).to(device)
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (cfg.batch_size,), generator=gen).to(device)
         drop = torch.rand(cfg.batch_size, generator=gen) < cfg.cfg_dropout
-        tok = torch.where(drop[:, None], empty_ids, caption_ids[idx]).to(device)
+        tok = torch.where(drop[:, None], empty_ids, caption_ids[idx])
+        states = text_encoder(torch.cat([tok, empty_ids]).to(device))[0]
+        blank = (torch.rand(cfg.batch_size, generator=gen) < cfg.pad_dropout)[:, None] & pad_positions[idx]
+        states = torch.where(blank[..., None].to(device), states[-1:], states[:-1])
         zt = noise_sched.add_noise(z0, noise, t)
-        pred = unet(zt, t, encoder_hidden_states=text_encoder(tok)[0]).sample
+        pred = unet(zt, t, encoder_hidden_states=states).sample
         snr = alphas[t] / (1 - alphas[t])
         weight = torch.clamp(snr, max=cfg.min_snr_gamma) / snr
         loss = (weight * F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
-        _check_finite(loss, "unet", step, run)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        check_finite(loss, "unet", step, run)
+        _optimizer_step(loss, opt, sched, params)
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
-            for pe, p in zip(ema.parameters(), unet.parameters()):
+            for pe, p in ema_pairs:
                 pe.lerp_(p, 1 - decay)
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if step % 50 == 0:
@@ -268,12 +185,12 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
         if done or time.time() - run.last_save > cfg.checkpoint_minutes * 60:
             run.save({"phase": "done" if done else "unet", "step": step + 1, "vae": vae.state_dict(),
                       "unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "ema": ema.state_dict(),
-                      "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": _rng_state(gen, np_rng)})
+                      "ema_text_encoder": ema_text.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": rng_state(gen, np_rng)})
 
     # ---- phase 3: the decoder alone, on the frozen encoder's latents ----------------------------------------
     decoder = torch.nn.ModuleList([vae.decoder, vae.post_quant_conv])
     dec_opt = torch.optim.AdamW(decoder.parameters(), lr=cfg.decoder_lr, weight_decay=0.0)
-    dec_sched = torch.optim.lr_scheduler.LambdaLR(dec_opt, _lr_lambda(cfg.warmup))
+    dec_sched = torch.optim.lr_scheduler.LambdaLR(dec_opt, _lr_lambda(cfg.warmup, cfg.decoder_steps))
     start = {"decoder": state["step"], "finished": cfg.decoder_steps}.get(state["phase"], 0)
     if state["phase"] == "decoder":
         vae.load_state_dict(state["vae"])
@@ -287,16 +204,11 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
         idx = torch.randint(len(vae_images), (cfg.batch_size,), generator=gen)
         x = vae_images[idx].to(device)
         with torch.no_grad():
-            post = vae.encode(x).latent_dist
-            z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen).to(device)
+            _, z = _sample_posterior(vae, x, gen)
         rec = vae.decode(z).sample
         loss = (rec - x).abs().mean() + _grad_l1(rec, x)
-        _check_finite(loss, "decoder", step, run)
-        dec_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
-        dec_opt.step()
-        dec_sched.step()
+        check_finite(loss, "decoder", step, run)
+        _optimizer_step(loss, dec_opt, dec_sched, decoder.parameters())
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if step % 50 == 0:
             run.log("decoder", step, loss.item(), dec_sched.get_last_lr()[0], time.time() - t0)
@@ -304,81 +216,18 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
         if done or time.time() - run.last_save > cfg.checkpoint_minutes * 60:
             run.save({"phase": "finished" if done else "decoder", "step": step + 1, "vae": vae.state_dict(),
                       "unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "ema": ema.state_dict(),
-                      "dec_opt": dec_opt.state_dict(), "dec_sched": dec_sched.state_dict(),
-                      "rng": _rng_state(gen, np_rng)})
+                      "ema_text_encoder": ema_text.state_dict(), "dec_opt": dec_opt.state_dict(), "dec_sched": dec_sched.state_dict(),
+                      "rng": rng_state(gen, np_rng)})
     vae.eval().requires_grad_(False)
-    text_encoder.eval()
-    return _save_pipeline(pipe, ema, run.dir / "pipeline")
+    pipe.text_encoder = ema_text.to("cpu").eval()
+    pipe.register_modules(text_encoder=pipe.text_encoder)
+    return save_pipeline(pipe, ema, run.dir / "pipeline")
 
 
-@torch.no_grad()
-def _encode_latents(vae, images, device):
-    """Posterior means and stds of every training image, and the scaling factor 1 / std(latents)."""
-    means, stds = [], []
-    for chunk in torch.split(images, 256):
-        post = vae.encode(chunk.to(device)).latent_dist
-        means.append(post.mean.cpu())
-        stds.append(post.std.cpu())
-    lat_mean, lat_std = torch.cat(means), torch.cat(stds)
-    return lat_mean, lat_std, float(1.0 / lat_mean.std())
-
-
-def _save_pipeline(pipe, unet, out: Path) -> Path:
-    """Save `pipe` with `unet` (the EMA) as a diffusers folder, atomically (write aside, then rename)."""
-    pipe.unet = unet.eval()
-    pipe.register_modules(unet=pipe.unet)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    pipe.to("cpu").save_pretrained(tmp, safe_serialization=True)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return out
-
-
-def export_checkpoint(output: str | Path) -> Path:
-    """Turn the latest checkpoint of the run in `output` (UNet phase) into a pipeline folder, without training.
-
-    The UNet is the checkpoint's EMA; the VAE's scaling factor is recomputed exactly as training computed it.
-    Returns `output/pipeline-PHASE-stepN`.
-    """
-    run_dir = Path(output)
-    ckpt = run_dir / "checkpoint" / "state.pt"
-    if not ckpt.is_file():
-        raise TrainingError(f"there is no checkpoint in {ckpt.parent} to export")
-    cfg = ToyTrainConfig(**json.loads((run_dir / "config.json").read_text()))
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    if state["phase"] == "vae" or "ema" not in state:
-        raise TrainingError(f"the checkpoint in {ckpt.parent} is still in the VAE phase: nothing to sample with yet")
-    pipe = build_pipeline(TOY if cfg.arch == "toy" else TINY, seed=cfg.seed)
-    pipe.vae.load_state_dict(state["vae"])
-    pipe.text_encoder.load_state_dict(state["text_encoder"])
-    pipe.unet.load_state_dict(state["ema"])
-    images, _, _ = _render_dataset(cfg)
-    *_, scaling = _encode_latents(pipe.vae.eval(), images, torch.device("cpu"))
-    pipe.vae.register_to_config(scaling_factor=scaling)
-    pipe.text_encoder.eval()
-    return _save_pipeline(pipe, pipe.unet, run_dir / f"pipeline-{state['phase']}-step{state['step']}")
-
-
-def _check_finite(loss, phase, step, run):
-    if not torch.isfinite(loss):
-        raise TrainingError(
-            f"{phase} loss became {loss.item()} at step {step}; stopped. The last good checkpoint is in "
-            f"{run.ckpt} (resume with --resume, perhaps with a lower learning rate)"
-        )
-
-
-def ship_pipeline(pipeline_dir, run_dir=None) -> Path:
-    """Copy a trained pipeline into the package as the default toy model, weights stored as float16 (half the
-    bytes; `load_pipeline` upcasts to float32 on the CPU), with the run's training log and config beside it."""
-    from ..models import TOY_MODEL_DIR, load_pipeline
-
-    pipe = load_pipeline(pipeline_dir, device="cpu", dtype=torch.float16)
-    _save_pipeline(pipe, pipe.unet, TOY_MODEL_DIR)
-    if run_dir is not None:
-        shutil.copy(Path(run_dir) / "log.csv", TOY_MODEL_DIR / "training_log.csv")
-        shutil.copy(Path(run_dir) / "config.json", TOY_MODEL_DIR / "train_config.json")
-    return TOY_MODEL_DIR
+def _padding_positions(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """True at the positions after each row's first end token (the padding)."""
+    first_eos = (ids == eos_id).int().argmax(dim=1, keepdim=True)
+    return torch.arange(ids.shape[1])[None] > first_eos
 
 
 def main(argv=None) -> int:

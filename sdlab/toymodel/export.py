@@ -1,0 +1,63 @@
+"""Turning a toy training run into pipeline folders: the final one, one from a checkpoint, the shipped copy."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from .architecture import TINY, TOY, build_pipeline
+from .config import ToyTrainConfig, TrainingError
+from .dataset import encode_latents, render_dataset
+
+
+def save_pipeline(pipe, unet, out: Path) -> Path:
+    """Save `pipe` with `unet` (the EMA) as a diffusers folder, atomically (write aside, then rename)."""
+    pipe.unet = unet.eval()
+    pipe.register_modules(unet=pipe.unet)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.to("cpu").save_pretrained(tmp, safe_serialization=True)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+def export_checkpoint(output: str | Path) -> Path:
+    """Turn the latest checkpoint of the run in `output` (UNet phase) into a pipeline folder, without training.
+
+    The UNet is the checkpoint's EMA; the VAE's scaling factor is recomputed exactly as training computed it.
+    Returns `output/pipeline-PHASE-stepN`.
+    """
+    run_dir = Path(output)
+    ckpt = run_dir / "checkpoint" / "state.pt"
+    if not ckpt.is_file():
+        raise TrainingError(f"there is no checkpoint in {ckpt.parent} to export")
+    cfg = ToyTrainConfig(**json.loads((run_dir / "config.json").read_text()))
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    if state["phase"] == "vae" or "ema" not in state:
+        raise TrainingError(f"the checkpoint in {ckpt.parent} is still in the VAE phase: nothing to sample with yet")
+    pipe = build_pipeline(TOY if cfg.arch == "toy" else TINY, seed=cfg.seed)
+    pipe.vae.load_state_dict(state["vae"])
+    pipe.text_encoder.load_state_dict(state.get("ema_text_encoder", state["text_encoder"]))
+    pipe.unet.load_state_dict(state["ema"])
+    images, _, _ = render_dataset(cfg)
+    *_, scaling = encode_latents(pipe.vae.eval(), images, torch.device("cpu"))
+    pipe.vae.register_to_config(scaling_factor=scaling)
+    pipe.text_encoder.eval()
+    return save_pipeline(pipe, pipe.unet, run_dir / f"pipeline-{state['phase']}-step{state['step']}")
+
+
+def ship_pipeline(pipeline_dir, run_dir=None) -> Path:
+    """Copy a trained pipeline into the package as the default toy model, weights stored as float16 (half the
+    bytes; `load_pipeline` upcasts to float32 on the CPU), with the run's training log and config beside it."""
+    from ..models import TOY_MODEL_DIR, load_pipeline
+
+    pipe = load_pipeline(pipeline_dir, device="cpu", dtype=torch.float16)
+    save_pipeline(pipe, pipe.unet, TOY_MODEL_DIR)
+    if run_dir is not None:
+        shutil.copy(Path(run_dir) / "log.csv", TOY_MODEL_DIR / "training_log.csv")
+        shutil.copy(Path(run_dir) / "config.json", TOY_MODEL_DIR / "train_config.json")
+    return TOY_MODEL_DIR
