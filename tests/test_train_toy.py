@@ -12,7 +12,8 @@ from sdlab.toymodel.train import ToyTrainConfig, TrainingError, main, train_toy
 
 def tiny_cfg(tmp_path, name="run", **kw):
     base = dict(output=str(tmp_path / name), arch="tiny", n_images=32, vae_steps=3, unet_steps=4, batch_size=4,
-                warmup=2, checkpoint_minutes=0.0, device="cpu", decoder_steps=3)
+                warmup=2, checkpoint_minutes=0.0, device="cpu", decoder_steps=3,
+                lr_floor=0.1, ema_text_encoder=True, pad_dropout=0.5)  # the options on: resume must restore them too
     return ToyTrainConfig(**(base | kw))
 
 
@@ -157,3 +158,13 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
     assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
     values = [factor(s) for s in range(10, 111)]
     assert all(a >= b for a, b in zip(values, values[1:])) and values[-1] == pytest.approx(0.1)
+
+
+def test_cli_parses_the_recipe_options(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(train_mod, "train_toy", lambda cfg, **kw: seen.setdefault("cfg", cfg) and tmp_path)
+    main(["--output", str(tmp_path / "r"), "--ema-text-encoder", "--pad-dropout", "0.5", "--lr-floor", "0.1"])
+    assert seen["cfg"].ema_text_encoder is True and seen["cfg"].pad_dropout == 0.5 and seen["cfg"].lr_floor == 0.1
+    seen.clear()
+    main(["--output", str(tmp_path / "r"), "--no-ema-text-encoder"])
+    assert seen["cfg"].ema_text_encoder is False and seen["cfg"].pad_dropout == 0.0

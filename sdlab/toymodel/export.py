@@ -41,7 +41,7 @@ def export_checkpoint(output: str | Path) -> Path:
         raise TrainingError(f"the checkpoint in {ckpt.parent} is still in the VAE phase: nothing to sample with yet")
     pipe = build_pipeline(TOY if cfg.arch == "toy" else TINY, seed=cfg.seed)
     pipe.vae.load_state_dict(state["vae"])
-    pipe.text_encoder.load_state_dict(state.get("ema_text_encoder", state["text_encoder"]))
+    pipe.text_encoder.load_state_dict(state["ema_text_encoder" if cfg.ema_text_encoder else "text_encoder"])
     pipe.unet.load_state_dict(state["ema"])
     images, _, _ = render_dataset(cfg)
     *_, scaling = encode_latents(pipe.vae.eval(), images, torch.device("cpu"))

@@ -3,8 +3,8 @@
 Three phases on one fixed, seeded dataset of rendered scenes:
 1. the VAE (L1 + image-gradient L1 + a small KL), then its `scaling_factor` from the latents' std;
 2. the UNet and the text encoder jointly on cached latents (epsilon loss with min-SNR weighting,
-   10% empty captions for classifier-free guidance, half the captions with blank padding states so the UNet
-   reads the words, AdamW with warmup and cosine decay, an EMA of both);
+   10% empty captions for classifier-free guidance, AdamW with warmup (optionally a cosine decay), an EMA;
+   optionally blank padding states for a share of the captions, so the UNet reads the words themselves);
 3. the VAE decoder alone, on the frozen encoder's latents: sharper colors and edges, same latent space.
 
 Checkpoints are written every few minutes (atomically); `--resume` continues a stopped run and reaches the
@@ -90,7 +90,7 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
     # ---- phase 1: the VAE -------------------------------------------------------------------------------
     vae.to(device)
     vae_opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    vae_sched = torch.optim.lr_scheduler.LambdaLR(vae_opt, _lr_lambda(cfg.warmup, cfg.vae_steps))
+    vae_sched = torch.optim.lr_scheduler.LambdaLR(vae_opt, _lr_lambda(cfg.warmup, cfg.vae_steps, cfg.lr_floor))
     if state["phase"] == "vae":
         if resume and state["step"] > 0:
             vae.load_state_dict(state["vae"])
@@ -138,7 +138,7 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
     params = list(unet.parameters()) + list(text_encoder.parameters())
     ema_pairs = list(zip(list(ema.parameters()) + list(ema_text.parameters()), params))
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup, cfg.unet_steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup, cfg.unet_steps, cfg.lr_floor))
     noise_sched = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k not in ("set_alpha_to_one", "steps_offset")})
     alphas = noise_sched.alphas_cumprod.to(device)
     start = 0
@@ -190,7 +190,7 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
     # ---- phase 3: the decoder alone, on the frozen encoder's latents ----------------------------------------
     decoder = torch.nn.ModuleList([vae.decoder, vae.post_quant_conv])
     dec_opt = torch.optim.AdamW(decoder.parameters(), lr=cfg.decoder_lr, weight_decay=0.0)
-    dec_sched = torch.optim.lr_scheduler.LambdaLR(dec_opt, _lr_lambda(cfg.warmup, cfg.decoder_steps))
+    dec_sched = torch.optim.lr_scheduler.LambdaLR(dec_opt, _lr_lambda(cfg.warmup, cfg.decoder_steps, cfg.lr_floor))
     start = {"decoder": state["step"], "finished": cfg.decoder_steps}.get(state["phase"], 0)
     if state["phase"] == "decoder":
         vae.load_state_dict(state["vae"])
@@ -219,7 +219,7 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
                       "ema_text_encoder": ema_text.state_dict(), "dec_opt": dec_opt.state_dict(), "dec_sched": dec_sched.state_dict(),
                       "rng": rng_state(gen, np_rng)})
     vae.eval().requires_grad_(False)
-    pipe.text_encoder = ema_text.to("cpu").eval()
+    pipe.text_encoder = (ema_text if cfg.ema_text_encoder else text_encoder).to("cpu").eval()
     pipe.register_modules(text_encoder=pipe.text_encoder)
     return save_pipeline(pipe, ema, run.dir / "pipeline")
 
@@ -233,8 +233,11 @@ def _padding_positions(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="sdlab train-toy", description=__doc__.split("\n\n")[0])
     for f in fields(ToyTrainConfig):
-        kind = {"int": int, "float": float}.get(str(f.type), str)
-        parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default)
+        flag = "--" + f.name.replace("_", "-")
+        if str(f.type) == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            parser.add_argument(flag, type={"int": int, "float": float}.get(str(f.type), str), default=f.default)
     parser.add_argument("--resume", action="store_true", help="continue the run in --output")
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --output")
     parser.add_argument("--ship", action="store_true", help="copy the final pipeline to the package's toy model folder")
