@@ -54,6 +54,16 @@ def _lr_lambda(warmup: int, total: int, floor: float = 0.1):
     return factor
 
 
+def _after_step(run, cfg, bar, phase, step, total, loss, sched, t0, make_state) -> None:
+    """Progress bar, a log row every 50 steps, a checkpoint every few minutes and at the phase's last step."""
+    bar.set_postfix(loss=f"{loss.item():.4f}")
+    if step % 50 == 0:
+        run.log(phase, step, loss.item(), sched.get_last_lr()[0], time.time() - t0)
+    done = step + 1 == total
+    if done or time.time() - run.last_save > cfg.checkpoint_minutes * 60:
+        run.save(make_state(done))
+
+
 def _sample_posterior(vae, x, gen):
     post = vae.encode(x).latent_dist
     return post, post.mean + post.std * torch.randn(post.mean.shape, generator=gen).to(x.device)
@@ -107,16 +117,10 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
             loss = (rec - x).abs().mean() + _grad_l1(rec, x) + 1e-6 * post.kl().mean()
             check_finite(loss, "vae", step, run)
             _optimizer_step(loss, vae_opt, vae_sched, vae.parameters())
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            if step % 50 == 0:
-                run.log("vae", step, loss.item(), vae_sched.get_last_lr()[0], time.time() - t0)
-            done = step + 1 == cfg.vae_steps
-            if done or time.time() - run.last_save > cfg.checkpoint_minutes * 60:
-                state = {"phase": "vae", "step": step + 1, "vae": vae.state_dict(), "vae_opt": vae_opt.state_dict(),
-                         "vae_sched": vae_sched.state_dict(), "rng": rng_state(gen, np_rng)}
-                if done:
-                    state = {"phase": "unet", "step": 0, "vae": vae.state_dict(), "rng": rng_state(gen, np_rng)}
-                run.save(state)
+            _after_step(run, cfg, bar, "vae", step, cfg.vae_steps, loss, vae_sched, t0, lambda done, step=step: (
+                {"phase": "unet", "step": 0, "vae": vae.state_dict(), "rng": rng_state(gen, np_rng)} if done else
+                {"phase": "vae", "step": step + 1, "vae": vae.state_dict(), "vae_opt": vae_opt.state_dict(),
+                 "vae_sched": vae_sched.state_dict(), "rng": rng_state(gen, np_rng)}))
     else:
         vae.load_state_dict(state["vae"])
     del vae_opt, vae_sched
@@ -178,14 +182,10 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
         with torch.no_grad():
             for pe, p in ema_pairs:
                 pe.lerp_(p, 1 - decay)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        if step % 50 == 0:
-            run.log("unet", step, loss.item(), sched.get_last_lr()[0], time.time() - t0)
-        done = step + 1 == cfg.unet_steps
-        if done or time.time() - run.last_save > cfg.checkpoint_minutes * 60:
-            run.save({"phase": "done" if done else "unet", "step": step + 1, "vae": vae.state_dict(),
-                      "unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "ema": ema.state_dict(),
-                      "ema_text_encoder": ema_text.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": rng_state(gen, np_rng)})
+        _after_step(run, cfg, bar, "unet", step, cfg.unet_steps, loss, sched, t0, lambda done, step=step: {
+            "phase": "done" if done else "unet", "step": step + 1, "vae": vae.state_dict(), "unet": unet.state_dict(),
+            "text_encoder": text_encoder.state_dict(), "ema": ema.state_dict(), "ema_text_encoder": ema_text.state_dict(),
+            "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": rng_state(gen, np_rng)})
 
     # ---- phase 3: the decoder alone, on the frozen encoder's latents ----------------------------------------
     decoder = torch.nn.ModuleList([vae.decoder, vae.post_quant_conv])
@@ -209,15 +209,11 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
         loss = (rec - x).abs().mean() + _grad_l1(rec, x)
         check_finite(loss, "decoder", step, run)
         _optimizer_step(loss, dec_opt, dec_sched, decoder.parameters())
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        if step % 50 == 0:
-            run.log("decoder", step, loss.item(), dec_sched.get_last_lr()[0], time.time() - t0)
-        done = step + 1 == cfg.decoder_steps
-        if done or time.time() - run.last_save > cfg.checkpoint_minutes * 60:
-            run.save({"phase": "finished" if done else "decoder", "step": step + 1, "vae": vae.state_dict(),
-                      "unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "ema": ema.state_dict(),
-                      "ema_text_encoder": ema_text.state_dict(), "dec_opt": dec_opt.state_dict(), "dec_sched": dec_sched.state_dict(),
-                      "rng": rng_state(gen, np_rng)})
+        _after_step(run, cfg, bar, "decoder", step, cfg.decoder_steps, loss, dec_sched, t0, lambda done, step=step: {
+            "phase": "finished" if done else "decoder", "step": step + 1, "vae": vae.state_dict(),
+            "unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "ema": ema.state_dict(),
+            "ema_text_encoder": ema_text.state_dict(), "dec_opt": dec_opt.state_dict(),
+            "dec_sched": dec_sched.state_dict(), "rng": rng_state(gen, np_rng)})
     vae.eval().requires_grad_(False)
     pipe.text_encoder = (ema_text if cfg.ema_text_encoder else text_encoder).to("cpu").eval()
     pipe.register_modules(text_encoder=pipe.text_encoder)
