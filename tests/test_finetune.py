@@ -65,7 +65,7 @@ def test_run_writes_a_loadable_pipeline_checkpoints_and_progression(model, data,
     assert [s for s, _ in list_checkpoints(out)] == [2]  # the last step's state is the output itself
     assert result.steps == 4 and result.images_per_second > 0
     rows = (out / "validation" / "metrics.csv").read_text().splitlines()
-    assert rows[0].startswith("step,kind,index,prompt,seed,image")
+    assert rows[0].startswith("step,kind,index,sample,prompt,seed,image")
     steps = sorted({int(r.split(",")[0]) for r in rows[1:]})
     assert steps == [0, 2, 4]
     kinds = {r.split(",")[1] for r in rows[1:]}
