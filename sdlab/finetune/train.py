@@ -197,7 +197,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     scalars = Scalars(out / "tensorboard", enabled=main)
 
     bar = tqdm(total=config.max_steps, initial=start, disable=not (main and config.progress), desc="finetune",
-               dynamic_ncols=True)
+               dynamic_ncols=True, mininterval=1.0)  # few redraws: a notebook's output channel drops a flood
     seen, batches, t_train, n_images, last_loss, times = [], iter(loader), 0.0, 0, float("nan"), []
     for step in range(start, config.max_steps):
         t0 = time.perf_counter()
@@ -206,7 +206,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         t_train, n_images, last_loss = t_train + dt, n_images + A * B * world, total
         times.append(dt)
         bar.update(1)
-        bar.set_postfix(loss=f"{total:.4f}", img_s=f"{n_images / max(t_train, 1e-9):.1f}")
+        bar.set_postfix(loss=f"{total:.4f}", img_s=f"{n_images / max(t_train, 1e-9):.1f}", refresh=False)
         scalars.add(step + 1, {"train/loss": total, "train/lr": parts.lr_scheduler.get_last_lr()[0]})
         done = step + 1
         if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.max_steps:

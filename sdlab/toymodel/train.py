@@ -56,7 +56,7 @@ def _lr_lambda(warmup: int, total: int, floor: float = 0.1):
 
 def _after_step(run, cfg, bar, phase, step, total, loss, sched, t0, make_state) -> None:
     """Progress bar, a log row every 50 steps, a checkpoint every few minutes and at the phase's last step."""
-    bar.set_postfix(loss=f"{loss.item():.4f}")
+    bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)  # redrawn with the bar's own (throttled) updates
     if step % 50 == 0:
         run.log(phase, step, loss.item(), sched.get_last_lr()[0], time.time() - t0)
     done = step + 1 == total
