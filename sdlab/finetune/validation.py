@@ -135,7 +135,8 @@ class Progression:
                            guidance=self.guidance_scale).images[0] for _, _, _, prompt, seed in jobs]
         out = self.folder / f"step-{step:06d}"
         out.mkdir(parents=True, exist_ok=True)
-        measured = self.metrics.measure(images, [j[3] for j in jobs]) if self.metrics else [{} for _ in images]
+        prompts = [prompt for _, _, _, prompt, _ in jobs]
+        measured = self.metrics.measure(images, prompts) if self.metrics else [{} for _ in images]
         self.rows = [r for r in self.rows if r["step"] != step]
         for (k, i, kind, prompt, seed), image, m in zip(jobs, images, measured):
             name = f"{i:02d}-{kind}.png" if k == 0 else f"{i:02d}-{kind}-{k}.png"
@@ -144,7 +145,7 @@ class Progression:
                               "image": f"{out.name}/{name}", **m})
         summary = {"step": step, **(extra or {})}
         for kind in ("probe", "prompt"):
-            mine = [m for job, m in zip(jobs, measured) if job[2] == kind]
+            mine = [m for (_, _, job_kind, _, _), m in zip(jobs, measured) if job_kind == kind]
             for key in (self.metrics.columns if self.metrics else ()):
                 if key in ("fidelity", "style") and mine:
                     summary[f"{kind}_{key}"] = sum(m[key] for m in mine) / len(mine)

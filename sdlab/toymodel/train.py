@@ -42,7 +42,7 @@ def _grad_l1(a, b):
     return (dx(a) - dx(b)).abs().mean() + (dy(a) - dy(b)).abs().mean()
 
 
-def _lr_lambda(warmup: int, total: int, floor: float = 0.1):
+def _lr_lambda(warmup: int, total: int, floor: float):
     """Linear warmup, then a cosine decay to `floor` times the peak at `total` steps."""
 
     def factor(step):
