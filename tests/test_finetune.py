@@ -372,3 +372,10 @@ def test_tradeoff_is_measured_written_and_plotted(model, data, tmp_path):
     for fig in (plots.tradeoff_figure(out), plots.progression_figure(out, kind="probe"), plots.dataset_figure(data)):
         assert isinstance(fig, Figure)
     assert suggest_stop(result.tradeoff) in (0, 2, 4, None)
+
+
+def test_cpu_run_keeps_freed_memory_for_the_next_step(model, data, tmp_path, monkeypatch):
+    called = []
+    monkeypatch.setattr(train_mod, "reuse_freed_memory", lambda: called.append(True))
+    finetune(cfg(model, data, tmp_path / "o", max_steps=1, checkpoint_every=0, cpu=True))
+    assert called == [True]

@@ -12,7 +12,7 @@ from sdlab.toymodel.train import ToyTrainConfig, TrainingError, main, train_toy
 
 def tiny_cfg(tmp_path, name="run", **kw):
     base = dict(output=str(tmp_path / name), arch="tiny", n_images=32, vae_steps=3, unet_steps=4, batch_size=4,
-                warmup=2, checkpoint_minutes=0.0, device="cpu", decoder_steps=3,
+                warmup=2, checkpoint_minutes=0.0, device="cpu", decoder_steps=3, anneal_steps=3,
                 lr_floor=0.1, ema_text_encoder=True, pad_dropout=0.5)  # the options on: resume must restore them too
     return ToyTrainConfig(**(base | kw))
 
@@ -41,20 +41,20 @@ def test_same_seed_same_weights_and_resume_is_bit_identical(tmp_path, monkeypatc
     other = unet_weights(train_toy(tiny_cfg(tmp_path, "c", seed=1), progress=False))
     assert not all(torch.equal(ref[k], other[k]) for k in ref)
 
-    # interrupt the run in the middle of the UNet phase, then resume it
+    # interrupt the run in the middle of the UNet phase, resume it; then again in the anneal phase
     real_check = train_mod.check_finite
+    for name, stop_phase in (("d", "unet"), ("e", "anneal")):
+        def stop_at_step_2(loss, phase, step, run, stop_phase=stop_phase):
+            if phase == stop_phase and step == 2:
+                raise KeyboardInterrupt
+            real_check(loss, phase, step, run)
 
-    def stop_at_unet_step_2(loss, phase, step, run):
-        if phase == "unet" and step == 2:
-            raise KeyboardInterrupt
-        real_check(loss, phase, step, run)
-
-    monkeypatch.setattr(train_mod, "check_finite", stop_at_unet_step_2)
-    with pytest.raises(KeyboardInterrupt):
-        train_toy(tiny_cfg(tmp_path, "d"), progress=False)
-    monkeypatch.setattr(train_mod, "check_finite", real_check)
-    resumed = unet_weights(train_toy(tiny_cfg(tmp_path, "d"), resume=True, progress=False))
-    assert all(torch.equal(ref[k], resumed[k]) for k in ref)
+        monkeypatch.setattr(train_mod, "check_finite", stop_at_step_2)
+        with pytest.raises(KeyboardInterrupt):
+            train_toy(tiny_cfg(tmp_path, name), progress=False)
+        monkeypatch.setattr(train_mod, "check_finite", real_check)
+        resumed = unet_weights(train_toy(tiny_cfg(tmp_path, name), resume=True, progress=False))
+        assert all(torch.equal(ref[k], resumed[k]) for k in ref), f"resumed in the {stop_phase} phase"
 
 
 def test_refuses_to_overwrite_a_run_and_to_resume_nothing(tmp_path, capsys):
@@ -88,7 +88,7 @@ def test_export_checkpoint_matches_the_final_pipeline(tmp_path):
     cfg = tiny_cfg(tmp_path)
     final = train_toy(cfg, progress=False)
     exported = export_checkpoint(cfg.output)
-    assert exported.name == "pipeline-finished-step3"
+    assert exported.name == "pipeline-annealed-step3"
     a, b = unet_weights(final), unet_weights(exported)
     assert all(torch.equal(a[k], b[k]) for k in a)
     sa = StableDiffusionPipeline.from_pretrained(final).vae.config.scaling_factor
@@ -158,6 +158,36 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
     assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
     values = [factor(s) for s in range(10, 111)]
     assert all(a >= b for a, b in zip(values, values[1:])) and values[-1] == pytest.approx(0.1)
+
+
+def test_anneal_warms_up_briefly_then_decays_linearly_to_zero():
+    factor = train_mod._anneal_lambda(200)  # 10 warmup steps
+    assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
+    assert factor(105) == pytest.approx(0.5) and factor(199) == pytest.approx(1 / 190) and factor(200) == 0.0
+    assert [train_mod._anneal_lambda(1)(s) for s in (0, 1)] == [1.0, 0.0]  # a one-step anneal is defined
+
+
+def test_anneal_phase_ships_its_last_weights_and_resumes_a_finished_run(tmp_path):
+    """A run that finished before the anneal phase existed (no anneal_steps in its config, the EMA shipped)
+    continues into it with --resume."""
+    import json
+
+    no_anneal = train_toy(tiny_cfg(tmp_path, "a", anneal_steps=0), progress=False)
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    del config["anneal_steps"]
+    (tmp_path / "a" / "config.json").write_text(json.dumps(config))
+    state = torch.load(tmp_path / "a" / "checkpoint" / "state.pt", weights_only=False)
+    assert state["phase"] == "finished"
+    ema = unet_weights(no_anneal)
+    assert all(torch.equal(ema[f"unet.{k}"], v) for k, v in state["ema"].items())
+
+    annealed = unet_weights(train_toy(tiny_cfg(tmp_path, "a"), resume=True, progress=False))
+    state = torch.load(tmp_path / "a" / "checkpoint" / "state.pt", weights_only=False)
+    assert state["phase"] == "annealed" and state["step"] == 3
+    assert all(torch.equal(annealed[f"unet.{k}"], v) for k, v in state["unet"].items())  # not the EMA
+    assert not all(torch.equal(annealed[k], ema[k]) for k in ema)
+    log = (tmp_path / "a" / "log.csv").read_text()
+    assert "\nanneal,0," in log
 
 
 def test_cli_parses_the_recipe_options(tmp_path, monkeypatch):

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..cpu_memory import reuse_freed_memory
 from ..models import load_pipeline
 from . import checkpoints, modules
 from .config import FinetuneConfig, FinetuneError
@@ -161,6 +162,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     config.check()
     accelerator = _accelerator(config)
     main, device = accelerator.is_main_process, accelerator.device
+    if device.type == "cpu":
+        reuse_freed_memory()  # activation buffers from the heap, not fresh pages every step (cpu_memory.py)
     resume_dir, wipe = checkpoints.check_output(config)
     pipe = load_pipeline(config.model, device="cpu", dtype=torch.float32)
     resolution = config.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor

@@ -46,6 +46,11 @@ class ToyTrainConfig:
     decoder_steps: int = 2000
     """Phase 3: refine the VAE decoder alone on the frozen encoder's latents (the UNet's latent space stays)."""
     decoder_lr: float = 5e-4
+    anneal_steps: int = 0
+    """Phase 4 (0 = none, the shipped recipe): continue the UNet and the text encoder from phase 2's last (not
+    EMA) weights with a fresh AdamW at `lr`, a 5% warmup, then linear decay to 0; the annealed weights ship
+    instead of the EMA. Measured once, 1,000 steps resumed from the shipped run (README model card): background
+    and pattern read better, color not (89% vs 86% on the 64 held-out scenes, 88% vs 88% on 256 others)."""
     checkpoint_minutes: float = 3.0
     """Write a checkpoint at least this often (and at the end of each phase)."""
 

@@ -28,7 +28,8 @@ def save_pipeline(pipe, unet, out: Path) -> Path:
 def export_checkpoint(output: str | Path) -> Path:
     """Turn the latest checkpoint of the run in `output` (UNet phase) into a pipeline folder, without training.
 
-    The UNet is the checkpoint's EMA; the VAE's scaling factor is recomputed exactly as training computed it.
+    The UNet is the checkpoint's EMA (its last weights once the anneal phase has begun, as the final pipeline);
+    the VAE's scaling factor is recomputed exactly as training computed it.
     Returns `output/pipeline-PHASE-stepN`.
     """
     run_dir = Path(output)
@@ -41,8 +42,9 @@ def export_checkpoint(output: str | Path) -> Path:
         raise TrainingError(f"the checkpoint in {ckpt.parent} is still in the VAE phase: nothing to sample with yet")
     pipe = build_pipeline(TOY if cfg.arch == "toy" else TINY, seed=cfg.seed)
     pipe.vae.load_state_dict(state["vae"])
-    pipe.text_encoder.load_state_dict(state["ema_text_encoder" if cfg.ema_text_encoder else "text_encoder"])
-    pipe.unet.load_state_dict(state["ema"])
+    annealed = state["phase"] in ("anneal", "annealed")
+    pipe.text_encoder.load_state_dict(state["ema_text_encoder" if cfg.ema_text_encoder and not annealed else "text_encoder"])
+    pipe.unet.load_state_dict(state["unet" if annealed else "ema"])
     images, _, _ = render_dataset(cfg)
     *_, scaling = encode_latents(pipe.vae.eval(), images, torch.device("cpu"))
     pipe.vae.register_to_config(scaling_factor=scaling)

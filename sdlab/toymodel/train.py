@@ -5,7 +5,10 @@ Three phases on one fixed, seeded dataset of rendered scenes:
 2. the UNet and the text encoder jointly on cached latents (epsilon loss with min-SNR weighting,
    10% empty captions for classifier-free guidance, AdamW with warmup (optionally a cosine decay), an EMA;
    optionally blank padding states for a share of the captions, so the UNet reads the words themselves);
-3. the VAE decoder alone, on the frozen encoder's latents: sharper colors and edges, same latent space.
+3. the VAE decoder alone, on the frozen encoder's latents: sharper colors and edges, same latent space;
+4. optionally (`anneal_steps`, off in the shipped recipe) an anneal of the UNet and the text encoder: from
+   phase 2's last weights, a fresh AdamW whose learning rate decays linearly to 0 (a warmup-stable-decay
+   tail); the annealed weights, not the EMA, are then what ships.
 
 Checkpoints are written every few minutes (atomically); `--resume` continues a stopped run and reaches the
 same weights as an uninterrupted one. The result is a diffusers pipeline folder (safetensors).
@@ -50,6 +53,16 @@ def _lr_lambda(warmup: int, total: int, floor: float):
             return (step + 1) / warmup
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
         return floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * progress))
+
+    return factor
+
+
+def _anneal_lambda(total: int):
+    """A short linear warmup (5% of `total`, which re-estimates AdamW's moments), then linear decay to 0."""
+    warmup = max(1, total // 20)
+
+    def factor(step):
+        return (step + 1) / warmup if step < warmup else max(0.0, (total - step) / max(1, total - warmup))
 
     return factor
 
@@ -156,12 +169,12 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
         start = state["step"]
     if state["phase"] != "vae":
         set_rng_state(gen, np_rng, state["rng"])
-    if state["phase"] in ("done", "decoder", "finished"):
+    if state["phase"] in ("done", "decoder", "finished", "anneal", "annealed"):
         start = cfg.unet_steps
         unet.load_state_dict(state["unet"]); text_encoder.load_state_dict(state["text_encoder"])  # noqa: E702
         ema.load_state_dict(state["ema"]); ema_text.load_state_dict(state["ema_text_encoder"])  # noqa: E702
-    bar = tqdm(range(start, cfg.unet_steps), desc="unet", disable=not progress, initial=start, total=cfg.unet_steps)
-    for step in bar:
+    def unet_loss():
+        """One batch of the denoising loss (min-SNR weighted), with caption and padding dropout."""
         idx = torch.randint(len(lat_mean), (cfg.batch_size,), generator=gen)
         z0 = (lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=gen)).to(device) * scaling
         noise = torch.randn(z0.shape, generator=gen).to(device)
@@ -175,7 +188,11 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
         pred = unet(zt, t, encoder_hidden_states=states).sample
         snr = alphas[t] / (1 - alphas[t])
         weight = torch.clamp(snr, max=cfg.min_snr_gamma) / snr
-        loss = (weight * F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
+        return (weight * F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
+
+    bar = tqdm(range(start, cfg.unet_steps), desc="unet", disable=not progress, initial=start, total=cfg.unet_steps)
+    for step in bar:
+        loss = unet_loss()
         check_finite(loss, "unet", step, run)
         _optimizer_step(loss, opt, sched, params)
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
@@ -191,12 +208,13 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
     decoder = torch.nn.ModuleList([vae.decoder, vae.post_quant_conv])
     dec_opt = torch.optim.AdamW(decoder.parameters(), lr=cfg.decoder_lr, weight_decay=0.0)
     dec_sched = torch.optim.lr_scheduler.LambdaLR(dec_opt, _lr_lambda(cfg.warmup, cfg.decoder_steps, cfg.lr_floor))
-    start = {"decoder": state["step"], "finished": cfg.decoder_steps}.get(state["phase"], 0)
+    past_decoder = state["phase"] in ("finished", "anneal", "annealed")
+    start = cfg.decoder_steps if past_decoder else state["step"] if state["phase"] == "decoder" else 0
     if state["phase"] == "decoder":
         vae.load_state_dict(state["vae"])
         dec_opt.load_state_dict(state["dec_opt"])
         dec_sched.load_state_dict(state["dec_sched"])
-    if state["phase"] == "finished":
+    if past_decoder:
         vae.load_state_dict(state["vae"])
     decoder.train().requires_grad_(True)
     bar = tqdm(range(start, cfg.decoder_steps), desc="decoder", disable=not progress, initial=start, total=cfg.decoder_steps)
@@ -215,7 +233,32 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
             "ema_text_encoder": ema_text.state_dict(), "dec_opt": dec_opt.state_dict(),
             "dec_sched": dec_sched.state_dict(), "rng": rng_state(gen, np_rng)})
     vae.eval().requires_grad_(False)
-    pipe.text_encoder = (ema_text if cfg.ema_text_encoder else text_encoder).to("cpu").eval()
+
+    # ---- phase 4: anneal the UNet and the text encoder (learning rate to 0), from phase 2's last weights -----
+    if cfg.anneal_steps:
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _anneal_lambda(cfg.anneal_steps))
+        start = {"anneal": state["step"], "annealed": cfg.anneal_steps}.get(state["phase"], 0)
+        if state["phase"] in ("anneal", "annealed"):
+            unet.load_state_dict(state["unet"])
+            text_encoder.load_state_dict(state["text_encoder"])
+        if state["phase"] == "anneal":
+            opt.load_state_dict(state["anneal_opt"])
+            sched.load_state_dict(state["anneal_sched"])
+        unet.train(), text_encoder.train()
+        bar = tqdm(range(start, cfg.anneal_steps), desc="anneal", disable=not progress, initial=start,
+                   total=cfg.anneal_steps)
+        for step in bar:
+            loss = unet_loss()
+            check_finite(loss, "anneal", step, run)
+            _optimizer_step(loss, opt, sched, params)
+            _after_step(run, cfg, bar, "anneal", step, cfg.anneal_steps, loss, sched, t0, lambda done, step=step: {
+                "phase": "annealed" if done else "anneal", "step": step + 1, "vae": vae.state_dict(),
+                "unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "ema": ema.state_dict(),
+                "ema_text_encoder": ema_text.state_dict(), "anneal_opt": opt.state_dict(),
+                "anneal_sched": sched.state_dict(), "rng": rng_state(gen, np_rng)})
+        ema, ema_text = unet, text_encoder  # the annealed weights are what ships
+    pipe.text_encoder = (ema_text if cfg.ema_text_encoder or cfg.anneal_steps else text_encoder).to("cpu").eval()
     pipe.register_modules(text_encoder=pipe.text_encoder)
     return save_pipeline(pipe, ema, run.dir / "pipeline")
 
