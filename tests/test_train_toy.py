@@ -98,6 +98,31 @@ def test_export_checkpoint_matches_the_final_pipeline(tmp_path):
         export_checkpoint(tmp_path / "nothing")
 
 
+def test_export_reads_the_stored_scaling_factor_and_recomputes_it_for_older_checkpoints(tmp_path, monkeypatch):
+    from sdlab.toymodel import export as export_mod
+    from sdlab.toymodel.train import export_checkpoint
+
+    cfg = tiny_cfg(tmp_path)
+    final = train_toy(cfg, progress=False)
+    trained = StableDiffusionPipeline.from_pretrained(final).vae.config.scaling_factor
+    real_render = export_mod.render_dataset
+
+    def no_render(cfg):
+        raise AssertionError("export re-rendered the data set")
+
+    monkeypatch.setattr(export_mod, "render_dataset", no_render)
+    fast = StableDiffusionPipeline.from_pretrained(export_checkpoint(cfg.output)).vae.config.scaling_factor
+    assert fast == trained
+
+    ckpt = tmp_path / "run" / "checkpoint" / "state.pt"  # as written before the factor was stored
+    state = torch.load(ckpt, weights_only=False)
+    del state["scaling"]
+    torch.save(state, ckpt)
+    monkeypatch.setattr(export_mod, "render_dataset", real_render)
+    again = StableDiffusionPipeline.from_pretrained(export_checkpoint(cfg.output)).vae.config.scaling_factor
+    assert again == pytest.approx(trained, rel=1e-6)
+
+
 def test_ship_stores_half_precision_and_loads_as_float32(tmp_path, monkeypatch):
     import sdlab
     from sdlab import models

@@ -29,7 +29,7 @@ def export_checkpoint(output: str | Path) -> Path:
     """Turn the latest checkpoint of the run in `output` (UNet phase) into a pipeline folder, without training.
 
     The UNet is the checkpoint's EMA (its last weights once the anneal phase has begun, as the final pipeline);
-    the VAE's scaling factor is recomputed exactly as training computed it.
+    the VAE's scaling factor is the one training computed (stored in the checkpoint).
     Returns `output/pipeline-PHASE-stepN`.
     """
     run_dir = Path(output)
@@ -45,8 +45,10 @@ def export_checkpoint(output: str | Path) -> Path:
     annealed = state["phase"] in ("anneal", "annealed")
     pipe.text_encoder.load_state_dict(state["ema_text_encoder" if cfg.ema_text_encoder and not annealed else "text_encoder"])
     pipe.unet.load_state_dict(state["unet" if annealed else "ema"])
-    images, _, _ = render_dataset(cfg)
-    *_, scaling = encode_latents(pipe.vae.eval(), images, torch.device("cpu"))
+    scaling = state.get("scaling")
+    if scaling is None:  # checkpoints written before the factor was stored: recompute it as training did
+        images, _, _ = render_dataset(cfg)
+        *_, scaling = encode_latents(pipe.vae.eval(), images, torch.device("cpu"))
     pipe.vae.register_to_config(scaling_factor=scaling)
     pipe.text_encoder.eval()
     return save_pipeline(pipe, pipe.unet, run_dir / f"pipeline-{state['phase']}-step{state['step']}")

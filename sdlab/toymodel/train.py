@@ -200,7 +200,7 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
             for pe, p in ema_pairs:
                 pe.lerp_(p, 1 - decay)
         _after_step(run, cfg, bar, "unet", step, cfg.unet_steps, loss, sched, t0, lambda done, step=step: {
-            "phase": "done" if done else "unet", "step": step + 1, "vae": vae.state_dict(), "unet": unet.state_dict(),
+            "phase": "done" if done else "unet", "step": step + 1, "vae": vae.state_dict(), "scaling": scaling, "unet": unet.state_dict(),
             "text_encoder": text_encoder.state_dict(), "ema": ema.state_dict(), "ema_text_encoder": ema_text.state_dict(),
             "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": rng_state(gen, np_rng)})
 
@@ -228,7 +228,7 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
         check_finite(loss, "decoder", step, run)
         _optimizer_step(loss, dec_opt, dec_sched, decoder.parameters())
         _after_step(run, cfg, bar, "decoder", step, cfg.decoder_steps, loss, dec_sched, t0, lambda done, step=step: {
-            "phase": "finished" if done else "decoder", "step": step + 1, "vae": vae.state_dict(),
+            "phase": "finished" if done else "decoder", "step": step + 1, "vae": vae.state_dict(), "scaling": scaling,
             "unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "ema": ema.state_dict(),
             "ema_text_encoder": ema_text.state_dict(), "dec_opt": dec_opt.state_dict(),
             "dec_sched": dec_sched.state_dict(), "rng": rng_state(gen, np_rng)})
@@ -253,7 +253,7 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
             check_finite(loss, "anneal", step, run)
             _optimizer_step(loss, opt, sched, params)
             _after_step(run, cfg, bar, "anneal", step, cfg.anneal_steps, loss, sched, t0, lambda done, step=step: {
-                "phase": "annealed" if done else "anneal", "step": step + 1, "vae": vae.state_dict(),
+                "phase": "annealed" if done else "anneal", "step": step + 1, "vae": vae.state_dict(), "scaling": scaling,
                 "unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "ema": ema.state_dict(),
                 "ema_text_encoder": ema_text.state_dict(), "anneal_opt": opt.state_dict(),
                 "anneal_sched": sched.state_dict(), "rng": rng_state(gen, np_rng)})
