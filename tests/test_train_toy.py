@@ -13,7 +13,8 @@ from sdlab.toymodel.train import ToyTrainConfig, TrainingError, main, train_toy
 def tiny_cfg(tmp_path, name="run", **kw):
     base = dict(output=str(tmp_path / name), arch="tiny", n_images=32, vae_steps=3, unet_steps=4, batch_size=4,
                 warmup=2, checkpoint_minutes=0.0, device="cpu", decoder_steps=3, anneal_steps=3,
-                lr_floor=0.1, ema_text_encoder=True, pad_dropout=0.5)  # the options on: resume must restore them too
+                lr_floor=0.1, ema_text_encoder=True, pad_dropout=0.5,
+                anneal_pad_dropout=0.5)  # the options on: resume must restore them too
     return ToyTrainConfig(**(base | kw))
 
 
@@ -223,3 +224,16 @@ def test_cli_parses_the_recipe_options(tmp_path, monkeypatch):
     seen.clear()
     main(["--output", str(tmp_path / "r"), "--no-ema-text-encoder"])
     assert seen["cfg"].ema_text_encoder is False and seen["cfg"].pad_dropout == 0.0
+
+
+def test_anneal_pad_dropout_acts_in_the_anneal_only(tmp_path):
+    import json
+
+    runs = {pd: train_toy(tiny_cfg(tmp_path, f"pd{pd}", pad_dropout=0.0, anneal_pad_dropout=pd), progress=False)
+            for pd in (0.0, 1.0)}
+    a, b = (unet_weights(runs[pd]) for pd in (0.0, 1.0))
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+    logs = [(tmp_path / f"pd{pd}" / "log.csv").read_text().splitlines() for pd in (0.0, 1.0)]
+    before_anneal = [[r.rsplit(",", 1)[0] for r in log if not r.startswith("anneal,")] for log in logs]
+    assert before_anneal[0] == before_anneal[1]  # phases 1-3 saw the same losses
+    assert json.loads((tmp_path / "pd1.0" / "config.json").read_text())["anneal_pad_dropout"] == 1.0

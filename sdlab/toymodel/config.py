@@ -51,6 +51,8 @@ class ToyTrainConfig:
     EMA) weights with a fresh AdamW at `lr`, a 5% warmup, then linear decay to 0; the annealed weights ship
     instead of the EMA. Measured once, 1,000 steps resumed from the shipped run (README model card): background
     and pattern read better, color not (89% vs 86% on the 64 held-out scenes, 88% vs 88% on 256 others)."""
+    anneal_pad_dropout: float = 0.0
+    """`pad_dropout` during the anneal (phase 4) only."""
     checkpoint_minutes: float = 3.0
     """Write a checkpoint at least this often (and at the end of each phase)."""
 

@@ -173,7 +173,7 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
         start = cfg.unet_steps
         unet.load_state_dict(state["unet"]); text_encoder.load_state_dict(state["text_encoder"])  # noqa: E702
         ema.load_state_dict(state["ema"]); ema_text.load_state_dict(state["ema_text_encoder"])  # noqa: E702
-    def unet_loss():
+    def unet_loss(pad_dropout):
         """One batch of the denoising loss (min-SNR weighted), with caption and padding dropout."""
         idx = torch.randint(len(lat_mean), (cfg.batch_size,), generator=gen)
         z0 = (lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=gen)).to(device) * scaling
@@ -182,7 +182,7 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
         drop = torch.rand(cfg.batch_size, generator=gen) < cfg.cfg_dropout
         tok = torch.where(drop[:, None], empty_ids, caption_ids[idx])
         states = text_encoder(torch.cat([tok, empty_ids]).to(device))[0]
-        blank = (torch.rand(cfg.batch_size, generator=gen) < cfg.pad_dropout)[:, None] & pad_positions[idx]
+        blank = (torch.rand(cfg.batch_size, generator=gen) < pad_dropout)[:, None] & pad_positions[idx]
         states = torch.where(blank[..., None].to(device), states[-1:], states[:-1])
         zt = noise_sched.add_noise(z0, noise, t)
         pred = unet(zt, t, encoder_hidden_states=states).sample
@@ -192,7 +192,7 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
 
     bar = tqdm(range(start, cfg.unet_steps), desc="unet", disable=not progress, initial=start, total=cfg.unet_steps)
     for step in bar:
-        loss = unet_loss()
+        loss = unet_loss(cfg.pad_dropout)
         check_finite(loss, "unet", step, run)
         _optimizer_step(loss, opt, sched, params)
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
@@ -249,7 +249,7 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
         bar = tqdm(range(start, cfg.anneal_steps), desc="anneal", disable=not progress, initial=start,
                    total=cfg.anneal_steps)
         for step in bar:
-            loss = unet_loss()
+            loss = unet_loss(cfg.anneal_pad_dropout)
             check_finite(loss, "anneal", step, run)
             _optimizer_step(loss, opt, sched, params)
             _after_step(run, cfg, bar, "anneal", step, cfg.anneal_steps, loss, sched, t0, lambda done, step=step: {
