@@ -5,8 +5,9 @@ by itself from what a process has freed so far. A training step allocates and fr
 buffers every step; when they fall above the threshold, each step maps fresh pages and faults them in again.
 Measured on the 2-core CPU (BENCHMARKS.md): the toy UNet's forward at batch 8 took 65 ms instead of 47 ms
 that way, and finetuning ran 16% below diffusers' training script, whose process did not run into it;
-with the thresholds set, the two run at the same speed. Fixing the thresholds, as the MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ variables
-would at start-up, makes the buffers come back from the heap. The cost: the process keeps its peak heap
+with the thresholds set, the two run at the same speed. Fixing the thresholds, as the
+MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ variables would at start-up, makes the buffers come back
+from the heap. The cost: the process keeps its peak heap
 instead of returning it to the OS, which a training process reaches again at the next step anyway.
 """
 

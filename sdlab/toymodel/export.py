@@ -11,6 +11,7 @@ import torch
 from .architecture import TINY, TOY, build_pipeline
 from .config import ToyTrainConfig, TrainingError
 from .dataset import encode_latents, render_dataset
+from .runfolder import reached_phase
 
 
 def save_pipeline(pipe, unet, out: Path) -> Path:
@@ -23,6 +24,14 @@ def save_pipeline(pipe, unet, out: Path) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
+
+
+def shipped_weights(cfg: ToyTrainConfig, annealed: bool) -> tuple[str, str]:
+    """Which UNet and text encoder a run ships, as checkpoint keys: the EMA of the UNet (and of the text encoder
+    if `cfg.ema_text_encoder`), or, once the anneal phase has begun, the annealed weights themselves."""
+    if annealed:
+        return "unet", "text_encoder"
+    return "ema", "ema_text_encoder" if cfg.ema_text_encoder else "text_encoder"
 
 
 def export_checkpoint(output: str | Path) -> Path:
@@ -42,9 +51,9 @@ def export_checkpoint(output: str | Path) -> Path:
         raise TrainingError(f"the checkpoint in {ckpt.parent} is still in the VAE phase: nothing to sample with yet")
     pipe = build_pipeline(TOY if cfg.arch == "toy" else TINY, seed=cfg.seed)
     pipe.vae.load_state_dict(state["vae"])
-    annealed = state["phase"] in ("anneal", "annealed")
-    pipe.text_encoder.load_state_dict(state["ema_text_encoder" if cfg.ema_text_encoder and not annealed else "text_encoder"])
-    pipe.unet.load_state_dict(state["unet" if annealed else "ema"])
+    unet_key, text_key = shipped_weights(cfg, annealed=reached_phase(state, "anneal"))
+    pipe.unet.load_state_dict(state[unet_key])
+    pipe.text_encoder.load_state_dict(state[text_key])
     scaling = state.get("scaling")
     if scaling is None:  # checkpoints written before the factor was stored: recompute it as training did
         images, _, _ = render_dataset(cfg)

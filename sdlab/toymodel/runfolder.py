@@ -63,6 +63,15 @@ class RunFolder:
         return torch.load(self.ckpt / "state.pt", map_location="cpu", weights_only=False)
 
 
+PHASES = ("vae", "unet", "done", "decoder", "finished", "anneal", "annealed")
+"""A checkpoint's `phase`, in order: "done", "finished" and "annealed" mark phases 2, 3 and 4 complete."""
+
+
+def reached_phase(state: dict, phase: str) -> bool:
+    """Whether the checkpoint `state` is at `phase` of `PHASES` or later."""
+    return PHASES.index(state["phase"]) >= PHASES.index(phase)
+
+
 def rng_state(gen: torch.Generator, np_rng: np.random.Generator):
     return {"torch": gen.get_state(), "numpy": np_rng.bit_generator.state}
 

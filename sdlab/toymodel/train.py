@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import time
 from dataclasses import fields
 
@@ -33,8 +34,8 @@ from ..models import pick_device
 from .architecture import SCHEDULER_CONFIG, TINY, TOY, build_pipeline
 from .config import ToyTrainConfig, TrainingError
 from .dataset import encode_latents, render_dataset
-from .export import export_checkpoint, save_pipeline, ship_pipeline
-from .runfolder import RunFolder, check_finite, rng_state, set_rng_state
+from .export import export_checkpoint, save_pipeline, ship_pipeline, shipped_weights
+from .runfolder import RunFolder, check_finite, reached_phase, rng_state, set_rng_state
 
 __all__ = ["ToyTrainConfig", "TrainingError", "export_checkpoint", "main", "ship_pipeline", "train_toy"]
 
@@ -104,6 +105,7 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
         pipe.tokenizer.save_pretrained(saved_tokenizer)
     vae, unet, text_encoder, tokenizer = pipe.vae, pipe.unet, pipe.text_encoder, pipe.tokenizer
     state = run.load() if resume else {"phase": "vae", "step": 0}
+    reached = functools.partial(reached_phase, state)
     images, captions, creatures = render_dataset(cfg)
     vae_images = torch.cat([images, creatures])
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -169,10 +171,16 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
         start = state["step"]
     if state["phase"] != "vae":
         set_rng_state(gen, np_rng, state["rng"])
-    if state["phase"] in ("done", "decoder", "finished", "anneal", "annealed"):
+    if reached("done"):
         start = cfg.unet_steps
         unet.load_state_dict(state["unet"]); text_encoder.load_state_dict(state["text_encoder"])  # noqa: E702
         ema.load_state_dict(state["ema"]); ema_text.load_state_dict(state["ema_text_encoder"])  # noqa: E702
+    def models_state():
+        """What every checkpoint from phase 2 on holds besides its phase, step and optimizer."""
+        return {"vae": vae.state_dict(), "scaling": scaling, "unet": unet.state_dict(),
+                "text_encoder": text_encoder.state_dict(), "ema": ema.state_dict(),
+                "ema_text_encoder": ema_text.state_dict(), "rng": rng_state(gen, np_rng)}
+
     def unet_loss(pad_dropout):
         """One batch of the denoising loss (min-SNR weighted), with caption and padding dropout."""
         idx = torch.randint(len(lat_mean), (cfg.batch_size,), generator=gen)
@@ -200,21 +208,19 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
             for pe, p in ema_pairs:
                 pe.lerp_(p, 1 - decay)
         _after_step(run, cfg, bar, "unet", step, cfg.unet_steps, loss, sched, t0, lambda done, step=step: {
-            "phase": "done" if done else "unet", "step": step + 1, "vae": vae.state_dict(), "scaling": scaling, "unet": unet.state_dict(),
-            "text_encoder": text_encoder.state_dict(), "ema": ema.state_dict(), "ema_text_encoder": ema_text.state_dict(),
-            "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": rng_state(gen, np_rng)})
+            "phase": "done" if done else "unet", "step": step + 1, **models_state(),
+            "opt": opt.state_dict(), "sched": sched.state_dict()})
 
     # ---- phase 3: the decoder alone, on the frozen encoder's latents ----------------------------------------
     decoder = torch.nn.ModuleList([vae.decoder, vae.post_quant_conv])
     dec_opt = torch.optim.AdamW(decoder.parameters(), lr=cfg.decoder_lr, weight_decay=0.0)
     dec_sched = torch.optim.lr_scheduler.LambdaLR(dec_opt, _lr_lambda(cfg.warmup, cfg.decoder_steps, cfg.lr_floor))
-    past_decoder = state["phase"] in ("finished", "anneal", "annealed")
-    start = cfg.decoder_steps if past_decoder else state["step"] if state["phase"] == "decoder" else 0
+    start = cfg.decoder_steps if reached("finished") else state["step"] if state["phase"] == "decoder" else 0
     if state["phase"] == "decoder":
         vae.load_state_dict(state["vae"])
         dec_opt.load_state_dict(state["dec_opt"])
         dec_sched.load_state_dict(state["dec_sched"])
-    if past_decoder:
+    if reached("finished"):
         vae.load_state_dict(state["vae"])
     decoder.train().requires_grad_(True)
     bar = tqdm(range(start, cfg.decoder_steps), desc="decoder", disable=not progress, initial=start, total=cfg.decoder_steps)
@@ -228,10 +234,8 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
         check_finite(loss, "decoder", step, run)
         _optimizer_step(loss, dec_opt, dec_sched, decoder.parameters())
         _after_step(run, cfg, bar, "decoder", step, cfg.decoder_steps, loss, dec_sched, t0, lambda done, step=step: {
-            "phase": "finished" if done else "decoder", "step": step + 1, "vae": vae.state_dict(), "scaling": scaling,
-            "unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "ema": ema.state_dict(),
-            "ema_text_encoder": ema_text.state_dict(), "dec_opt": dec_opt.state_dict(),
-            "dec_sched": dec_sched.state_dict(), "rng": rng_state(gen, np_rng)})
+            "phase": "finished" if done else "decoder", "step": step + 1, **models_state(),
+            "dec_opt": dec_opt.state_dict(), "dec_sched": dec_sched.state_dict()})
     vae.eval().requires_grad_(False)
 
     # ---- phase 4: anneal the UNet and the text encoder (learning rate to 0), from phase 2's last weights -----
@@ -239,13 +243,14 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _anneal_lambda(cfg.anneal_steps))
         start = {"anneal": state["step"], "annealed": cfg.anneal_steps}.get(state["phase"], 0)
-        if state["phase"] in ("anneal", "annealed"):
+        if reached("anneal"):
             unet.load_state_dict(state["unet"])
             text_encoder.load_state_dict(state["text_encoder"])
         if state["phase"] == "anneal":
             opt.load_state_dict(state["anneal_opt"])
             sched.load_state_dict(state["anneal_sched"])
-        unet.train(), text_encoder.train()
+        unet.train()
+        text_encoder.train()
         bar = tqdm(range(start, cfg.anneal_steps), desc="anneal", disable=not progress, initial=start,
                    total=cfg.anneal_steps)
         for step in bar:
@@ -253,14 +258,13 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
             check_finite(loss, "anneal", step, run)
             _optimizer_step(loss, opt, sched, params)
             _after_step(run, cfg, bar, "anneal", step, cfg.anneal_steps, loss, sched, t0, lambda done, step=step: {
-                "phase": "annealed" if done else "anneal", "step": step + 1, "vae": vae.state_dict(), "scaling": scaling,
-                "unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "ema": ema.state_dict(),
-                "ema_text_encoder": ema_text.state_dict(), "anneal_opt": opt.state_dict(),
-                "anneal_sched": sched.state_dict(), "rng": rng_state(gen, np_rng)})
-        ema, ema_text = unet, text_encoder  # the annealed weights are what ships
-    pipe.text_encoder = (ema_text if cfg.ema_text_encoder or cfg.anneal_steps else text_encoder).to("cpu").eval()
+                "phase": "annealed" if done else "anneal", "step": step + 1, **models_state(),
+                "anneal_opt": opt.state_dict(), "anneal_sched": sched.state_dict()})
+    modules = {"unet": unet, "text_encoder": text_encoder, "ema": ema, "ema_text_encoder": ema_text}
+    unet_key, text_key = shipped_weights(cfg, annealed=bool(cfg.anneal_steps))
+    pipe.text_encoder = modules[text_key].to("cpu").eval()
     pipe.register_modules(text_encoder=pipe.text_encoder)
-    return save_pipeline(pipe, ema, run.dir / "pipeline")
+    return save_pipeline(pipe, modules[unet_key], run.dir / "pipeline")
 
 
 def _padding_positions(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
