@@ -38,21 +38,23 @@ class ToyTrainConfig:
     """Share of captions whose padding positions (after the end token) get the empty caption's states instead.
     The causal text encoder copies the whole prompt into the ~70 padding states, so the UNet can read the prompt
     from them, and scaling one word's attention (reweighting) then does little. Measured (README model card):
-    0.5 makes "bumpy" x4 reweighting work, but costs color, pattern and the object word's map IoU. The pipeline
-    at inference is unchanged."""
+    0.5 from scratch makes "bumpy" x4 reweighting work, but costs color, pattern and the object word's map IoU;
+    the shipped recipe applies it in the anneal only (`anneal_pad_dropout`). The pipeline at inference is
+    unchanged."""
     seed: int = 0
     device: str | None = None
     """None: cuda if present, else cpu."""
     decoder_steps: int = 2000
     """Phase 3: refine the VAE decoder alone on the frozen encoder's latents (the UNet's latent space stays)."""
     decoder_lr: float = 5e-4
-    anneal_steps: int = 0
-    """Phase 4 (0 = none, the shipped recipe): continue the UNet and the text encoder from phase 2's last (not
-    EMA) weights with a fresh AdamW at `lr`, a 5% warmup, then linear decay to 0; the annealed weights ship
-    instead of the EMA. Measured once, 1,000 steps resumed from the shipped run (README model card): background
-    and pattern read better, color not (89% vs 86% on the 64 held-out scenes, 88% vs 88% on 256 others)."""
-    anneal_pad_dropout: float = 0.0
-    """`pad_dropout` during the anneal (phase 4) only."""
+    anneal_steps: int = 2000
+    """Phase 4 (0 = none): continue the UNet and the text encoder from phase 2's last (not EMA) weights with a
+    fresh AdamW at `lr`, a 5% warmup, then linear decay to 0; the annealed weights ship instead of the EMA.
+    Measured (README model card): with `anneal_pad_dropout` 0.5, 2,000 steps raise held-out color from 86% to
+    94% (64 held-out scenes) and make reweighting work; 1,000 steps gave 87.5-90.6% (two runs)."""
+    anneal_pad_dropout: float = 0.5
+    """`pad_dropout` during the anneal (phase 4) only: the UNet learns to read the words themselves, so scaling
+    one word's attention (reweighting) acts, while phases 1-3 keep the plain recipe."""
     checkpoint_minutes: float = 3.0
     """Write a checkpoint at least this often (and at the end of each phase)."""
 

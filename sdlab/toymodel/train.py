@@ -1,14 +1,14 @@
 """`sdlab train-toy`: train the toy Stable Diffusion on the toy world, from scratch.
 
-Three phases on one fixed, seeded dataset of rendered scenes:
+Four phases on one fixed, seeded dataset of rendered scenes:
 1. the VAE (L1 + image-gradient L1 + a small KL), then its `scaling_factor` from the latents' std;
 2. the UNet and the text encoder jointly on cached latents (epsilon loss with min-SNR weighting,
    10% empty captions for classifier-free guidance, AdamW with warmup (optionally a cosine decay), an EMA;
    optionally blank padding states for a share of the captions, so the UNet reads the words themselves);
 3. the VAE decoder alone, on the frozen encoder's latents: sharper colors and edges, same latent space;
-4. optionally (`anneal_steps`, off in the shipped recipe) an anneal of the UNet and the text encoder: from
-   phase 2's last weights, a fresh AdamW whose learning rate decays linearly to 0 (a warmup-stable-decay
-   tail); the annealed weights, not the EMA, are then what ships.
+4. an anneal of the UNet and the text encoder (`anneal_steps`; 0 skips it): from phase 2's last weights, a
+   fresh AdamW whose learning rate decays linearly to 0 (a warmup-stable-decay tail), with blank padding
+   states for half of the captions (`anneal_pad_dropout`); the annealed weights, not the EMA, then ship.
 
 Checkpoints are written every few minutes (atomically); `--resume` continues a stopped run and reaches the
 same weights as an uninterrupted one. The result is a diffusers pipeline folder (safetensors).
