@@ -25,7 +25,7 @@ class RunFolder:
         if resume:
             if not (self.ckpt / "state.pt").is_file():
                 raise TrainingError(f"--resume: there is no checkpoint in {self.ckpt} to resume from; start without --resume")
-            saved = asdict(cfg) | json.loads(config_path.read_text())  # fields added since the run: defaults
+            saved = asdict(cfg) | json.loads(config_path.read_text())  # fields added since the run: this call's values
             if saved != asdict(cfg) | {"device": saved.get("device")}:
                 raise TrainingError(f"--resume: {config_path} holds a different configuration; use the same options")
         elif self.dir.exists() and any(self.dir.iterdir()):
