@@ -3,18 +3,25 @@
 Each `notebooks/NN_*.ipynb` is executed by papermill with its own folder as working directory and its
 `FIGURES` parameter set to the repository's `figures/` (absolute), so `savefig(figures / "NN_name.png")`
 lands there; the executed copies go to `build/notebooks/` (ignored by git). `figures/index.md` then lists
-every PNG under the notebook that wrote it.
+every PNG under the notebook that wrote it. The executed copies are a report too, so each is checked: every
+figure a cell saves is also shown as an image (`display_problems`), none is printed as `<Figure size ...>`
+text, and the setup cell writes nothing on stderr; the test suite applies the same check to nbval's runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 INDEX = "index.md"
+IMAGE_TYPES = ("image/png", "image/svg+xml")
+FIGURE_AS_TEXT = "<Figure size"
+"""What IPython prints for a matplotlib figure it has no image formatter for."""
 
 
 @dataclass
@@ -27,6 +34,52 @@ class NotebookRun:
     error: str | None = None
     """None if it ran to the end; else the failure, with the executed copy to read."""
     seconds: float = 0.0
+    images: int = 0
+    """Image outputs in the executed copy."""
+    problems: list[str] = field(default_factory=list)
+    """What `display_problems` found in the executed copy ("cell N: ...")."""
+
+
+def _text(output) -> str:
+    """The text of a stream output, or the text/plain of a display or result ("" for anything else)."""
+    if output.get("output_type") == "stream":
+        text = output.get("text", "")
+    else:
+        text = output.get("data", {}).get("text/plain", "")
+    return "".join(text) if isinstance(text, list) else text
+
+
+def display_problems(source: str, outputs, setup_cell: bool = False) -> list[str]:
+    """What keeps an executed code cell from reading as a report: fewer image outputs than the figures its
+    code saves (`.savefig(` calls outside comments), a figure printed as `<Figure size ...>` text, and for the
+    notebook's setup cell, anything written on stderr. `outputs` are the cell's nbformat outputs."""
+    problems = []
+    saved = len(re.findall(r"^[^#\n]*\.savefig\(", source, flags=re.M))
+    images = sum(any(kind in output.get("data", {}) for kind in IMAGE_TYPES) for output in outputs)
+    if images < saved:
+        problems.append(f"saves {saved} figure(s) but shows {images} image(s): end the cell with the figure")
+    for output in outputs:
+        text = _text(output)
+        if FIGURE_AS_TEXT in text:
+            problems.append(f"shows a figure as text, not as an image: {text.strip()[:80]!r}")
+    if setup_cell:
+        stderr = "".join(_text(o) for o in outputs if o.get("output_type") == "stream" and o.get("name") == "stderr")
+        if stderr.strip():
+            problems.append(f"the setup cell writes on stderr: {stderr.strip()[:300]!r}")
+    return problems
+
+
+def check_executed(path: Path) -> tuple[int, list[str]]:
+    """The number of image outputs of an executed notebook, and its `display_problems` as "cell N: ..."."""
+    cells = json.loads(Path(path).read_text())["cells"]
+    code = [(i, c) for i, c in enumerate(cells) if c["cell_type"] == "code"]
+    images, problems = 0, []
+    for k, (i, cell) in enumerate(code):
+        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        outputs = cell.get("outputs", [])
+        images += sum(any(kind in o.get("data", {}) for kind in IMAGE_TYPES) for o in outputs)
+        problems += [f"cell {i}: {p}" for p in display_problems(source, outputs, setup_cell=k == 0)]
+    return images, problems
 
 
 def find_notebooks(folder: Path, only=()) -> list[Path]:
@@ -67,6 +120,8 @@ def run_notebook(notebook: Path, build: Path, figures: Path, kernel: str = "pyth
         run.error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''} " \
                     f"(executed copy: {build / notebook.name})"
     run.seconds = time.perf_counter() - start
+    if (build / notebook.name).is_file():
+        run.images, run.problems = check_executed(build / notebook.name)
     after = _pngs(figures)
     run.figures = sorted((p for p, t in after.items() if before.get(p) != t), key=after.get)  # in order written
     return run
@@ -114,8 +169,10 @@ def main(argv=None) -> int:
     for nb in notebooks:
         print(f"running {nb} ...", flush=True)
         run = run_notebook(nb, args.build, args.figures, args.kernel)
-        status = "FAILED: " + run.error if run.error else f"{len(run.figures)} figures"
+        status = "FAILED: " + run.error if run.error else f"{len(run.figures)} figures, {run.images} images shown"
         print(f"  {run.seconds:.0f}s, {status}", flush=True)
+        for problem in run.problems:
+            print(f"  {nb.name} {problem}", file=sys.stderr, flush=True)
         ran[nb.name] = run
     runs = []
     for nb in find_notebooks(args.notebooks):  # notebooks skipped by --only keep the figures named after them
@@ -126,8 +183,11 @@ def main(argv=None) -> int:
     failed = [r.notebook.name for r in ran.values() if r.error]
     if failed:
         print(f"sdlab figures: {len(failed)} notebook(s) failed: {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+    unreadable = [r.notebook.name for r in ran.values() if r.problems and not r.error]
+    if unreadable:
+        print(f"sdlab figures: {len(unreadable)} executed notebook(s) do not show their figures as images or "
+              f"write on stderr in the setup cell (listed above): {', '.join(unreadable)}", file=sys.stderr)
+    return 1 if failed or unreadable else 0
 
 
 if __name__ == "__main__":

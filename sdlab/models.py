@@ -7,12 +7,29 @@ the pipeline it returns.
 from __future__ import annotations
 
 import json
-import warnings
+import logging
+import re
 import warnings
 from pathlib import Path
 
-import torch
-from diffusers import StableDiffusionPipeline
+
+class _NoImageProcessorFallbackNotice(logging.Filter):
+    """Drops transformers' notice that an image processor (e.g. `CLIPImageProcessor`) falls back to its PIL
+    version because torchvision is missing. Importing diffusers' pipelines resolves those classes and logs it
+    once per class on stderr; sdlab loads no image processor (no safety checker, no feature extractor), so it
+    concerns nothing here. Every other transformers message passes."""
+
+    NOTICE = re.compile(r"`\w+ImageProcessor` requires torchvision \(not installed\); falling back to `\w+Pil`")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.NOTICE.match(str(record.msg))
+
+
+# Before diffusers is imported: the notice is logged during that import (transformers 5.x lazy module).
+logging.getLogger("transformers.utils.import_utils").addFilter(_NoImageProcessorFallbackNotice())
+
+import torch  # noqa: E402
+from diffusers import StableDiffusionPipeline  # noqa: E402
 
 TOY_MODEL_DIR = Path(__file__).parent / "toymodel" / "weights"
 """Where the shipped toy model lives: a diffusers pipeline folder (safetensors weights)."""

@@ -1,16 +1,21 @@
 """Figures for attention and prompt-to-prompt: image rows, per-word heat maps, self-attention components,
 source-vs-edit comparisons.
 
-Every function returns a `matplotlib.figure.Figure` (never shown, never registered with pyplot): a notebook
-displays it by ending a cell with it, a script saves it with `fig.savefig(path)`.
+Every function returns an `sdlab.plotting.Figure`, a matplotlib `Figure` that is never registered with pyplot
+and displays itself as an image: a notebook shows it by ending a cell with it, a script saves it with
+`fig.savefig(path)`. `subplots` makes an empty one for plots of a notebook's own.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.figure import Figure
 from PIL import Image
+
+from .plotting import Figure, subplots
+
+__all__ = ["Figure", "subplots", "to_array", "heat_overlay", "image_row", "image_grid", "word_heat_maps",
+           "self_attention_components", "edit_comparison", "with_without", "strength_curve"]
 
 
 def to_array(image) -> np.ndarray:

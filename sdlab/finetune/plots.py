@@ -1,4 +1,5 @@
-"""Figures of a finetuning run, read from its `validation/` folder; each function returns a matplotlib Figure.
+"""Figures of a finetuning run, read from its `validation/` folder; each function returns an
+`sdlab.plotting.Figure` (a matplotlib Figure that a notebook shows as an image).
 
 `progression_figure` is the report's Fig. 13 (rows prompts, columns steps), `before_after_figure` its
 Figs. 11-12 (first and last validation side by side), `tradeoff_figure` the measured version of the
@@ -11,9 +12,9 @@ import math
 import textwrap
 from pathlib import Path
 
-from matplotlib.figure import Figure
 from PIL import Image
 
+from ..plotting import Figure
 from .validation import read_csv
 
 
