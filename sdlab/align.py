@@ -17,10 +17,6 @@ from numbers import Real
 
 import torch
 
-GAP, MATCH, MISMATCH = 0, 1, -1
-"""Scores of the refinement alignment (Needleman-Wunsch): a gap costs nothing, a mismatch costs one."""
-
-
 def tokenize(tokenizer, prompt: str) -> list[int]:
     """Token ids of `prompt` with start and end tokens, without padding, truncated as the pipeline does."""
     if not isinstance(prompt, str):
@@ -117,54 +113,78 @@ def replacement_mapper(tokenizer, source: str, target: str) -> torch.Tensor:
     return m
 
 
-def global_align(x: list, y: list) -> list[tuple[int, int]]:
-    """Needleman-Wunsch global alignment of sequences `x` and `y` (match 1, mismatch -1, gap 0).
+def global_align(x: list, y: list, weights: list[int] | None = None) -> list[tuple[int, int]]:
+    """An order-preserving matching of equal elements of `x` and `y` with the most weight.
 
-    Returns the matched pairs `(i, j)` with `x[i] == y[j]`, increasing in both. Ties prefer a match, then a gap
-    in `x`, as the prompt-to-prompt reference does.
+    Returns the matched pairs `(i, j)`, `x[i] == y[j]`, increasing in both, whose total weight (`weights[i]`
+    for a matched `x[i]`; 1 each by default, i.e. a longest common subsequence) is the largest possible.
+    Unequal elements are never paired. Ties are broken by one rule, walking both sequences from the front: at
+    `(i, j)`, `x[i]` is matched to `y[j]` if some best matching of `x[i:]` and `y[j:]` does so; otherwise
+    `y[j]` is left unmatched if a best matching allows it, otherwise `x[i]` is. So an element goes to the
+    earliest equal partner that still allows a best matching: `[a, b]` against `[a, b, b]` pairs `b` with the
+    first `b`, and `[a, a]` against `[a]` pairs the first `a`.
     """
     n, m = len(x), len(y)
-    score = [[0] * (m + 1) for _ in range(n + 1)]
-    move = [[0] * (m + 1) for _ in range(n + 1)]  # 1 diagonal, 2 left (gap in x), 3 up (gap in y)
-    for i in range(1, n + 1):
-        move[i][0] = 3
-    for j in range(1, m + 1):
-        move[0][j] = 2
-    for i in range(1, n + 1):
-        for j in range(1, m + 1):
-            diag = score[i - 1][j - 1] + (MATCH if x[i - 1] == y[j - 1] else MISMATCH)
-            left, up = score[i][j - 1] + GAP, score[i - 1][j] + GAP
-            best = max(diag, left, up)
-            score[i][j] = best
-            move[i][j] = 1 if diag == best else 2 if left == best else 3
-    pairs, i, j = [], n, m
-    while i > 0 or j > 0:
-        step = move[i][j]
-        if step == 1:
-            if x[i - 1] == y[j - 1]:
-                pairs.append((i - 1, j - 1))
-            i, j = i - 1, j - 1
-        elif step == 2:
-            j -= 1
+    w = [1] * n if weights is None else [int(v) for v in weights]
+    if len(w) != n or any(v <= 0 for v in w):
+        raise ValueError(f"global_align needs one positive integer weight per element of x; got {weights!r}")
+    best = [[0] * (m + 1) for _ in range(n + 1)]  # best[i][j]: the most weight matching x[i:] with y[j:]
+    for i in range(n - 1, -1, -1):
+        for j in range(m - 1, -1, -1):
+            b = max(best[i + 1][j], best[i][j + 1])
+            if x[i] == y[j]:
+                b = max(b, w[i] + best[i + 1][j + 1])
+            best[i][j] = b
+    pairs, i, j = [], 0, 0
+    while i < n and j < m:
+        if x[i] == y[j] and w[i] + best[i + 1][j + 1] == best[i][j]:
+            pairs.append((i, j))
+            i, j = i + 1, j + 1
+        elif best[i][j + 1] == best[i][j]:
+            j += 1
         else:
-            i -= 1
-    return pairs[::-1]
+            i += 1
+    return pairs
+
+
+def word_alignment(tokenizer, source: str, target: str) -> list[tuple[list[int], list[int]]]:
+    """The words Refine carries over: `(source positions, target positions)` of each matched pair of words.
+
+    Two words can match only if they are the same word (the same token ids). Among the order-preserving
+    matchings of equal words, the one that keeps the most tokens is chosen (each word weighs its token count),
+    ties broken as `global_align` breaks them (a word goes to the earliest equal word of the other prompt that
+    still allows a best matching). Every other word of either prompt is matched to nothing.
+    """
+    return _word_pairs(tokenizer, tokenize(tokenizer, source), tokenize(tokenizer, target))
+
+
+def _word_pairs(tokenizer, src: list[int], tgt: list[int]) -> list[tuple[list[int], list[int]]]:
+    gs, gt = _groups(tokenizer, src), _groups(tokenizer, tgt)
+    key_s = [tuple(src[p] for p in g) for g in gs]
+    key_t = [tuple(tgt[p] for p in g) for g in gt]
+    return [(gs[i], gt[j]) for i, j in global_align(key_s, key_t, [len(g) for g in gs])]
 
 
 def refinement_alignment(tokenizer, source: str, target: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The Refine alignment: for each target position, the source position it copies attention from (or -1)
-    and its alpha (1 where aligned, 0 for tokens the target adds).
+    """The Refine alignment: for each target position, the source position it copies attention from (or -1),
+    and its alpha (1 where it copies, 0 for tokens of words the target adds). Both `(L,)`, L = 77.
 
-    Aligns the token ids (start and end tokens included) globally; padding after the end token maps in
-    order, clipped to the last position.
+    Words first, then tokens: the words of the two prompts are matched by `word_alignment`, and a matched
+    target word copies its source word token by token (the two are the same tokens). A target word without a
+    match gets -1 on all its tokens. So no token is ever aligned to a token of another word, even where a
+    piece of a split word equals a token of the other prompt ("a cat" -> "a zebra cat": "zebra" is
+    "z e b r a</w>", and "a" still maps to "a"). The start token maps to the start token, the end token to the
+    end token, and the padding after it in order, clipped to the last position.
     """
     L = tokenizer.model_max_length
     src, tgt = tokenize(tokenizer, source), tokenize(tokenizer, target)
+    n_src, n_tgt = len(src), len(tgt)
     mapper = torch.full((L,), -1, dtype=torch.long)
-    for i, j in global_align(src, tgt):
-        mapper[j] = i
-    for t in range(len(tgt), L):
-        mapper[t] = min(len(src) + t - len(tgt), L - 1)
+    mapper[0] = 0
+    for s_pos, t_pos in _word_pairs(tokenizer, src, tgt):
+        mapper[t_pos] = torch.tensor(s_pos)
+    for t in range(n_tgt - 1, L):  # the end token, then padding
+        mapper[t] = min(n_src - 1 + t - (n_tgt - 1), L - 1)
     return mapper, (mapper >= 0).float()
 
 

@@ -14,13 +14,23 @@ and its output `P' V` is computed without materialising P as
 
 Self-attention injection (the target attends as the source did) is SDPA(q_src, k_src, v_tgt). Edits touch the
 conditional half of the guidance batch only.
+
+Schedules. Every window (cross_steps, a word's own cross_steps, self_steps, and LocalBlend from `start` to the
+end) is a pair of fractions (start, end) of the T denoising steps, a single tau meaning (0, tau), and one rule
+turns it into steps: step i (0-based) is in the window iff start*T <= i < end*T in exact rational arithmetic,
+i.e. the steps range(ceil(start*T), ceil(end*T)). A float is read as the decimal it prints as (0.6 is exactly
+3/5, so cross_steps=0.6 at 25 steps edits steps 0..14, 15 steps). The reference implementation takes
+int(fraction*T) in floating point for each bound: the same steps where fraction*T is whole (up to its rounding),
+a bound one step earlier where it is not. The bounds are computed once per run (`schedule`, kept as
+`EditResult.schedule`, whose `edited_steps` counts them); per step the controller tests plain ints.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from numbers import Real
+from fractions import Fraction
+from numbers import Rational, Real
 
 import torch
 import torch.nn.functional as F
@@ -32,19 +42,38 @@ from .attention.capture import level_for
 DEFAULT_CROSS, DEFAULT_SELF = 0.8, 0.4
 
 
-def window(value, name: str) -> tuple[float, float]:
-    """A schedule as (start, end) fractions of the steps: tau means [0, tau); a pair is [start, end)."""
-    pair = (0.0, value) if isinstance(value, Real) and not isinstance(value, bool) else value
+def fraction(x: Real) -> Fraction:
+    """`x` as an exact fraction: an int or a Fraction as it is, a float as the decimal it prints as (0.6 -> 3/5,
+    not the binary 0.59999999999999997780 nor float32's 0.60000002384)."""
+    if isinstance(x, Rational):
+        return Fraction(x)
+    try:
+        return Fraction(str(x))
+    except ValueError:  # a Real whose str() is not a plain number
+        return Fraction(float(x))
+
+
+def window(value, name: str) -> tuple[Fraction, Fraction]:
+    """A schedule as exact (start, end) fractions of the steps: tau means [0, tau); a pair is [start, end)."""
+    pair = (0, value) if isinstance(value, Real) and not isinstance(value, bool) else value
     if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(
         isinstance(x, Real) and not isinstance(x, bool) for x in pair
     ):
         raise TypeError(f"{name} must be a fraction of the steps like 0.8, or a (start, end) pair; got {value!r}")
-    start, end = float(pair[0]), float(pair[1])
-    if not (0.0 <= start <= 1.0 and 0.0 <= end <= 1.0):
+    if not all(math.isfinite(x) for x in pair):
+        raise ValueError(f"{name}={value!r} is outside [0, 1]: schedules are fractions of the denoising steps")
+    start, end = fraction(pair[0]), fraction(pair[1])
+    if not (0 <= start <= 1 and 0 <= end <= 1):
         raise ValueError(f"{name}={value!r} is outside [0, 1]: schedules are fractions of the denoising steps")
     if start > end:
         raise ValueError(f"{name}={value!r} starts after it ends; give (start, end) with start <= end")
     return start, end
+
+
+def steps_in(pair: tuple[Fraction, Fraction], steps: int) -> range:
+    """The steps of a window (start, end) in a run of `steps` steps: i with start*steps <= i < end*steps."""
+    start, end = pair
+    return range(math.ceil(start * steps), math.ceil(end * steps))
 
 
 def cross_windows(value, name="cross_steps") -> dict:
@@ -64,9 +93,10 @@ def cross_windows(value, name="cross_steps") -> dict:
 class LocalBlend:
     """Keep the target equal to the source outside the pixels of `words` (the paper's local editing).
 
-    After each step from `start` on, the targets' latents are blended with the source's through a mask: the
-    cross-attention of `words` (summed over every prompt that holds them; a word needs to be in one prompt at
-    least) at resolution `res` (default: the capture default), max-pooled 3x3, normalised, above `threshold`.
+    After each step i with start*T <= i (exactly, as every window; see "Schedules" above), the targets' latents
+    are blended with the source's through a mask: the cross-attention of `words` (summed over every prompt that
+    holds them; a word needs to be in one prompt at least) at resolution `res` (default: the capture default),
+    max-pooled 3x3, normalised, above `threshold`.
     """
 
     words: str | list = ()
@@ -85,9 +115,10 @@ class LocalBlend:
 @dataclass(kw_only=True)
 class _Edit:
     cross_steps: float | tuple | dict | None = None
-    """Fraction of steps (or (start, end), or {"default_": .., word: ..}) during which cross-attention is edited."""
+    """Fraction of steps (or (start, end), or {"default_": .., word: ..}) during which cross-attention is edited;
+    step i of T is edited iff start*T <= i < end*T exactly (see "Schedules" in the module docstring)."""
     self_steps: float | tuple | None = None
-    """Steps during which the targets' self-attention is the source's."""
+    """Fraction of steps (or (start, end)) during which the targets' self-attention is the source's; same rule."""
     local_blend: LocalBlend | None = None
     self_max_res: int | None = None
     """Inject self-attention only in layers at most this high (default: the capture default resolution)."""
@@ -171,8 +202,51 @@ class Reweight(_Edit):
         return m, a, align.equalizer(tokenizer, target, self.weights_for(index, n_targets))
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """The steps an edit touches in one run of `steps` steps, as ranges of step indices (0 = the first step);
+    see "Schedules" in the module docstring for the rule. `len(schedule.cross)` is the number of edited steps."""
+
+    steps: int
+    cross: range
+    """Steps whose cross-attention is edited (tokens of words with a window of their own excepted)."""
+    words: dict
+    """word -> the steps of that word's own cross-attention window (`cross_steps={"dog": (0.2, 0.5)}`)."""
+    self_attention: range
+    """Steps at which the targets' self-attention is the source's."""
+    local_blend: range | None
+    """Steps after which the targets' latents are blended with the source's; None without LocalBlend."""
+
+    @property
+    def edited_steps(self) -> dict[str, int]:
+        """Number of steps per window: {"cross": 20, "cross 'dog'": 8, "self": 10, "local_blend": 20}."""
+        out = {"cross": len(self.cross), **{f"cross {w!r}": len(r) for w, r in self.words.items()}}
+        out["self"] = len(self.self_attention)
+        if self.local_blend is not None:
+            out["local_blend"] = len(self.local_blend)
+        return out
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k} {n}/{self.steps}" for k, n in self.edited_steps.items()) + " steps"
+
+
+def schedule(edit, steps: int) -> Schedule:
+    """The whole-step windows of `edit` (Replace, Refine or Reweight) in a run of `steps` denoising steps."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise TypeError(f"steps must be a whole number of denoising steps, got {steps!r}")
+    cross = cross_windows(edit.cross_steps)
+    blend = edit.local_blend
+    return Schedule(
+        steps=steps,
+        cross=steps_in(cross["default_"], steps),
+        words={w: steps_in(pair, steps) for w, pair in cross.items() if w != "default_"},
+        self_attention=steps_in(window(edit.self_steps, "self_steps"), steps),
+        local_blend=None if blend is None else steps_in(window((blend.start, 1), "LocalBlend start"), steps),
+    )
+
+
 class EditController(Controller):
-    """Runs one edit over [source, *targets]; see the module docstring for the arithmetic."""
+    """Runs one edit over [source, *targets]; see the module docstring for the arithmetic and the schedules."""
 
     def __init__(self, edit, tokenizer, source: str, targets: list[str]):
         self.edit = edit
@@ -181,27 +255,23 @@ class EditController(Controller):
         self.M = torch.stack([m for m, _, _ in maps])  # (targets, L, L): M[s, t]
         self.a = torch.stack([a for _, a, _ in maps])  # (targets, L)
         self.e = torch.stack([e for _, _, e in maps])
-        windows = cross_windows(edit.cross_steps)
-        L = tokenizer.model_max_length
-        self.w_start = torch.full((n_t, L), windows["default_"][0])  # per target token: its cross window
-        self.w_end = torch.full((n_t, L), windows["default_"][1])
-        for word, (s, e) in windows.items():
+        self.word_tokens = []  # (word, target index, token positions) of each word with a cross window of its own
+        for word in cross_windows(edit.cross_steps):
             if word == "default_":
                 continue
             found = False
             for j, target in enumerate(targets):
                 try:
-                    idx = align.word_indices(tokenizer, target, word)
+                    self.word_tokens.append((word, j, align.word_indices(tokenizer, target, word)))
+                    found = True
                 except ValueError:
                     continue
-                self.w_start[j, idx], self.w_end[j, idx], found = s, e, True
             if not found:
                 raise ValueError(f"cross_steps names {word!r}, which is in none of the targets {targets!r}")
-        self.self_window = window(edit.self_steps, "self_steps")
         self.blend = edit.local_blend
         if self.blend is not None:
             prompts = [source, *targets]
-            tokens = torch.zeros(len(prompts), L)
+            tokens = torch.zeros(len(prompts), tokenizer.model_max_length)
             for word in self.blend.words:
                 hits = 0
                 for i, p in enumerate(prompts):
@@ -227,24 +297,36 @@ class EditController(Controller):
         if self.blend is not None:
             self.blend_level = level_for(self.blend.res, layers, run, "LocalBlend")
             self._blend_tokens = self.blend_tokens.to(run.device, torch.float32)
-        self.blend_sum, self._aw, self._index = None, None, {}
+        self.blend_sum, self._index = None, {}
+        self.schedule = schedule(self.edit, run.steps)
+        self._cross_states(run)
+
+    def _cross_states(self, run):
+        """The cross-attention operands of every step, built once per run: one state per distinct set of open
+        windows (they change only where a window opens or closes), and per step the index of its state."""
+        sched = self.schedule
+        windows = [sched.cross] + [sched.words[word] for word, _, _ in self.word_tokens]
+        self._states, self._state_at, keys = [], [], {}
+        for step in range(run.steps + 1):  # set_step(steps) follows the last step
+            key = tuple(step in r for r in windows)
+            if key not in keys:
+                keys[key] = len(self._states)
+                aw = torch.full(self.a.shape, float(key[0]))
+                for (_, j, idx), is_open in zip(self.word_tokens, key[1:]):
+                    aw[j, idx] = float(is_open)
+                a_s = self.a * self.e * aw
+                beta = (1 - self.a) * self.e * aw + (1 - aw)
+                cross_on = bool((a_s != 0).any() or (beta != 1).any())
+                W = (self.M * a_s[:, None, :]).to(run.device, run.dtype)
+                self._states.append((cross_on, W, None if bool((beta == 0).all()) else beta.to(run.device, run.dtype)))
+            self._state_at.append(keys[key])
 
     def wants(self, layer):
         return layer.is_cross or self.self_ok[layer.name]
 
     def set_step(self, step):
-        T = self.run.steps
-        aw = ((step >= self.w_start * T) & (step < self.w_end * T)).float()
-        if self._aw is None or not torch.equal(aw, self._aw):  # rebuilt only where a window opens or closes
-            self._aw = aw
-            a_s = self.a * self.e * aw
-            beta = (1 - self.a) * self.e * aw + (1 - aw)
-            self.cross_on = bool((a_s != 0).any() or (beta != 1).any())
-            dev, dt = self.run.device, self.run.dtype
-            self._W = (self.M * a_s[:, None, :]).to(dev, dt)
-            self._beta = None if bool((beta == 0).all()) else beta.to(dev, dt)
-        s0, s1 = self.self_window
-        self.self_on = s0 * T <= step < s1 * T
+        self.cross_on, self._W, self._beta = self._states[self._state_at[min(step, self.run.steps)]]
+        self.self_on = step in self.schedule.self_attention
         super().set_step(step)
 
     def active(self, layer, step):
@@ -284,7 +366,7 @@ class EditController(Controller):
         return out
 
     def step_end(self, step, latents):
-        if self.blend is None or self.blend_sum is None or step < self.blend.start * self.run.steps:
+        if self.blend is None or self.blend_sum is None or step not in self.schedule.local_blend:
             return latents
         h, w = self.blend_shape()
         maps = self.blend_sum.view(-1, 1, h, w)
@@ -309,6 +391,13 @@ class EditResult:
     latent: torch.Tensor
     """The shared initial latent (1, c, h, w)."""
     edit: object
+    schedule: Schedule | None = None
+    """The steps the edit touched in this run (`schedule.edited_steps`: how many, per window)."""
+
+    @property
+    def edited_steps(self) -> dict[str, int]:
+        """Number of edited steps per window, e.g. {"cross": 20, "self": 10}; see `Schedule`."""
+        return self.schedule.edited_steps
 
 
 def edit(pipe, source: str, targets, edit, *, seed=0, steps=50, guidance=7.5, latent=None, height=None,
@@ -325,4 +414,4 @@ def edit(pipe, source: str, targets, edit, *, seed=0, steps=50, guidance=7.5, la
     ctl = EditController(edit, pipe.tokenizer, source, targets)
     gen = generate(pipe, [source, *targets], ctl, seed=seed, steps=steps, guidance=guidance, latent=latent,
                    height=height, width=width, negative_prompt=negative_prompt, output_type=output_type)
-    return EditResult(gen.images, gen.prompts, gen.latent, edit)
+    return EditResult(gen.images, gen.prompts, gen.latent, edit, ctl.schedule)

@@ -5,6 +5,10 @@ It follows the structure of google/prompt-to-prompt's `AttentionControlEdit` (a 
 from the source in layers of at most `self_max_tokens` queries, the attention store and LocalBlend), with the
 token mappings from `sdlab.align`. It plugs into the same loop as the fast path (`sdlab.attention.generate`),
 so a parity test compares the attention arithmetic and nothing else.
+
+Schedules follow sdlab's rule, not the reference's int(fraction * T): step i is controlled iff
+start * T <= i < end * T, tested literally at every step on the exact fractions `sdlab.p2p.window` reads
+(the fast path computes whole-step bounds once instead, so the two agree only if both implement the rule).
 """
 
 from __future__ import annotations
@@ -106,7 +110,7 @@ class OracleController(Controller):
 
     def step_end(self, step, latents):
         blend = self.edit.local_blend
-        if blend is None or step < blend.start * self.run.steps:
+        if blend is None or not window((blend.start, 1), "start")[0] * self.run.steps <= step:
             return latents
         alpha_layers = torch.zeros(len(self.prompts), self.tok.model_max_length)
         for word in blend.words:

@@ -1,13 +1,14 @@
 """Token alignment: words to token positions, the Replace mapper, the Refine alignment, the equalizer."""
 
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from sdlab import align
+from sdlab.p2p import Refine
 from sdlab.toymodel import build_tokenizer
 from sdlab.toyworld import vocabulary
 
@@ -102,6 +103,39 @@ def test_replace_with_different_word_counts_says_use_refine():
         align.replacement_mapper(tok(), "a red cat on grass", "a red striped cat on grass")
 
 
+def test_refinement_never_maps_a_word_onto_a_piece_of_another():
+    """The issue's cases: a piece of a split word ("a</w>" of "zebra", "on</w>" of "dragon") equals a token of
+    the other prompt; the word-level alignment keeps each word on its own word."""
+    t = tok()
+    mapper, alphas = align.refinement_alignment(t, "a cat on grass", "a zebra cat on grass")
+    zebra = align.word_indices(t, "a zebra cat on grass", "zebra")
+    assert len(zebra) > 1 and t.convert_ids_to_tokens(align.tokenize(t, "a zebra cat on grass"))[zebra[-1]] == "a</w>"
+    assert mapper[1] == 1  # "a" -> "a", not onto zebra's last piece
+    assert (mapper[zebra] == -1).all() and (alphas[zebra] == 0).all()
+    assert mapper[zebra[-1] + 1 : zebra[-1] + 5].tolist() == [2, 3, 4, 5]  # cat, on, grass, end
+    # the reference's mirror-image case: "on" must map onto "on", not onto dragon's last piece "on</w>"
+    mapper, _ = align.refinement_alignment(t, "a cat on grass", "a cat dragon on grass")
+    dragon = align.word_indices(t, "a cat dragon on grass", "dragon")
+    assert (mapper[dragon] == -1).all() and mapper[dragon[-1] + 1] == 3
+    # and back: zebra's pieces in the source are dropped, not taken for "a"
+    mapper, _ = align.refinement_alignment(t, "a zebra cat on grass", "a cat on grass")
+    assert mapper[1:6].tolist() == [1, 2 + len(zebra), 3 + len(zebra), 4 + len(zebra), 5 + len(zebra)]
+
+
+def test_refinement_ties_go_to_the_earliest_word():
+    """The stated tie rule: a word goes to the earliest equal word that still allows a best alignment."""
+    t = tok()
+    mapper, _ = align.refinement_alignment(t, "a red cat", "a red red cat")
+    assert mapper[1:5].tolist() == [1, 2, -1, 3]
+    mapper, _ = align.refinement_alignment(t, "a red red cat", "a red cat")
+    assert mapper[1:4].tolist() == [1, 2, 4]
+    assert align.global_align(list("ab"), list("abb")) == [(0, 0), (1, 1)]
+    assert align.global_align(list("aa"), list("a")) == [(0, 0)]
+    # the most tokens win over the most words: one word of 3 tokens beats two words of 1
+    assert align.global_align(["x", "y", "z"], ["y", "z", "x"], [3, 1, 1]) == [(0, 2)]
+    assert align.global_align(["x", "y", "z"], ["y", "z", "x"]) == [(1, 0), (2, 1)]
+
+
 def test_refinement_alignment_of_an_added_word():
     mapper, alphas = align.refinement_alignment(tok(), "a cat on grass", "a striped cat on grass")
     assert mapper[:7].tolist() == [0, 1, -1, 2, 3, 4, 5]
@@ -125,6 +159,106 @@ def test_global_align_matches_are_a_longest_common_subsequence(x, y):
     assert all(x[i] == y[j] for i, j in pairs)
     assert all(a[0] < b[0] and a[1] < b[1] for a, b in zip(pairs, pairs[1:]))
     assert len(pairs) == lcs(x, y)  # with gap 0 and mismatch -1 the best score counts matches
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 4), max_size=10), st.lists(st.integers(0, 4), max_size=10),
+       st.lists(st.integers(1, 4), min_size=10, max_size=10))
+def test_global_align_weighted_is_a_best_matching(x, y, w):
+    w = w[: len(x)]
+    pairs = align.global_align(x, y, w)
+    assert all(x[i] == y[j] for i, j in pairs)
+    assert all(a[0] < b[0] and a[1] < b[1] for a, b in zip(pairs, pairs[1:]))
+
+    @cache
+    def best(i, j):  # the most weight of an order-preserving matching of x[i:] and y[j:], by plain recursion
+        if i == len(x) or j == len(y):
+            return 0
+        b = max(best(i + 1, j), best(i, j + 1))
+        return max(b, w[i] + best(i + 1, j + 1)) if x[i] == y[j] else b
+
+    assert sum(w[i] for i, _ in pairs) == best(0, 0)
+
+
+# words that split into several tokens, some of whose pieces are tokens of the toy vocabulary ("zcat" -> "z",
+# "cat</w>"; "zebra" -> ..., "a</w>"; "redcat" -> "r", "e", "d", "cat</w>")
+compound = st.builds(lambda a, b: a + b, st.text(alphabet="bcdfgkmpqvxz", min_size=1, max_size=3), known)
+multi = st.one_of(known, known, unknown, compound, st.just("zebra"), st.just("dragon"))
+word_lists = st.lists(multi, min_size=1, max_size=9)
+
+
+def word_tokens(t, prompt):
+    """(token ids, positions) of each word of `prompt`."""
+    ids = align.tokenize(t, prompt)
+    return [(tuple(ids[p] for p in g), g) for _, g in align.words(t, prompt)]
+
+
+def check_refinement(t, source, target):
+    """What every Refine alignment must be: the shapes and ranges the edit needs, whole words mapped onto equal
+    whole words in order, and as many tokens kept as any such alignment keeps. Returns the mapper."""
+    mapper, alphas = align.refinement_alignment(t, source, target)
+    assert mapper.shape == (L,) and mapper.dtype == torch.long and alphas.shape == (L,)
+    assert ((mapper >= -1) & (mapper < L)).all()
+    assert torch.equal(alphas, (mapper >= 0).float())
+    src, tgt = align.tokenize(t, source), align.tokenize(t, target)
+    assert mapper[0] == 0 and mapper[len(tgt) - 1] == len(src) - 1  # start and end tokens
+    assert mapper[len(tgt) :].tolist() == [min(len(src) + k, L - 1) for k in range(L - len(tgt))]  # padding
+    hit = [v for v in mapper[: len(tgt)].tolist() if v >= 0]
+    assert hit == sorted(set(hit))  # up to the end token: order-preserving, no source token used twice
+    sw, tw = word_tokens(t, source), word_tokens(t, target)
+    word_of_src = {p: k for k, (_, g) in enumerate(sw) for p in g}
+    matched = []
+    for ids, g in tw:
+        m = mapper[g].tolist()
+        if all(v == -1 for v in m):
+            continue
+        k = word_of_src.get(m[0])  # the source word of the first token: every token maps into that word,
+        assert k is not None and m == sw[k][1] and ids == sw[k][0], (target, ids, m)  # its tokens in order
+        matched.append(len(g))
+
+    @cache
+    def best(i, j):  # most tokens of an order-preserving matching of equal words, by plain recursion
+        if i == len(sw) or j == len(tw):
+            return 0
+        b = max(best(i + 1, j), best(i, j + 1))
+        return max(b, len(sw[i][1]) + best(i + 1, j + 1)) if sw[i][0] == tw[j][0] else b
+
+    assert sum(matched) == best(0, 0)
+    m = Refine().mapping(t, source, target)[0]  # the (L, L) matrix the edit uses: one source token per column
+    assert m.shape == (L, L) and set(m.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(m.sum(0), alphas)
+    return mapper
+
+
+@settings(max_examples=150, deadline=None)
+@given(word_lists, word_lists)
+def test_refinement_alignment_keeps_words_whole(source_words, target_words):
+    check_refinement(tok(), " ".join(source_words), " ".join(target_words))
+
+
+@settings(max_examples=150, deadline=None)
+@given(word_lists, st.lists(st.booleans(), min_size=9, max_size=9),
+       st.lists(st.tuples(st.integers(0, 9), multi), max_size=4))
+def test_shared_words_keep_their_alignment(source_words, keep, inserts):
+    """Target = source with words dropped and words added. Where no added word equals a source word and no
+    dropped word equals a word left in the target, the best alignment is unique: every kept word maps onto
+    itself, token by token, and every added word onto nothing."""
+    t = tok()
+    kept = [k for k in range(len(source_words)) if keep[k]]
+    target_words = [(source_words[k], k) for k in kept]
+    for at, word in inserts:
+        target_words.insert(min(at, len(target_words)), (word, None))
+    assume(target_words)
+    source, target = " ".join(source_words), " ".join(w for w, _ in target_words)
+    sw, tw = word_tokens(t, source), word_tokens(t, target)
+    assume(len(sw) == len(source_words) and len(tw) == len(target_words))  # each word one tokenizer word
+    src_ids = {ids for ids, _ in sw}
+    left_ids = {ids for ids, _ in tw}
+    assume(all(tw[j][0] not in src_ids for j, (_, k) in enumerate(target_words) if k is None))
+    assume(all(sw[k][0] not in left_ids for k in range(len(sw)) if k not in kept))
+    mapper = check_refinement(t, source, target)
+    for (_, k), (_, g) in zip(target_words, tw):
+        assert mapper[g].tolist() == (sw[k][1] if k is not None else [-1] * len(g))
 
 
 @settings(max_examples=40, deadline=None)
