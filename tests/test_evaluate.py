@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from sdlab.toyworld import Scene, analyze, evaluate, iou, object_mask, render, sample_scenes
+from sdlab.toyworld import Scene, analyze, evaluate, iou, object_mask, object_masks, render, sample_scenes
 
 # Seeds never used while the evaluator's thresholds were chosen.
 UNSEEN = 31337
@@ -139,3 +139,52 @@ def test_iou():
     assert iou(np.zeros((2, 2)), np.zeros((2, 2))) == 1.0
     with pytest.raises(ValueError, match="shape"):
         iou(a, np.zeros((3, 3)))
+
+
+@pytest.fixture(scope="module")
+def world2():
+    """Unseen world-2 scenes (one or two objects, horizons, detail) of every style and their renders."""
+    scenes = sample_scenes(160, UNSEEN + 4, watercolor=0.3, world=2) + sample_scenes(40, UNSEEN + 5, style="creature", world=2)
+    return scenes, [render(s) for s in scenes]
+
+
+def test_accuracy_bar_on_unseen_world_2_renders(world2):
+    scenes, images = world2
+    scores = evaluate(images, scenes)
+    assert sum(s.second is not None for s in scenes) >= 60 and sum(s.horizon > 0 for s in scenes) >= 40
+    for key in ("color", "object", "pattern", "background", "style", "count", "horizon"):
+        assert scores[key] >= 0.98, (key, scores)
+    # bumpy vs smooth: a horizon leaves less road to read, and a watercolor halo on it reads as texture
+    assert scores["bumpy"] >= 0.95 and scores["both"] >= 0.95 and scores["mask_iou"] >= 0.9, scores
+
+
+def test_each_object_of_a_pair_is_read_with_its_own_mask(world2):
+    scenes, images = world2
+    pairs = [(s, im) for s, im in zip(scenes, images) if s.second is not None and s.style == "plain"][:30]
+    for scene, image in pairs:
+        reading = analyze(image)
+        assert len(reading.objects) == 2
+        for thing, truth in zip(scene.things, object_masks(scene)):
+            best = max(reading.objects, key=lambda o: iou(o.mask, truth > 0.5))
+            assert iou(best.mask, truth > 0.5) > 0.7 and (best.object, best.color) == (thing.object, thing.color)
+
+
+def test_evaluate_matches_objects_to_the_caption(world2):
+    scenes, images = world2
+    pairs = [(s, im) for s, im in zip(scenes, images) if s.second is not None][:20]
+    swapped = [dataclasses.replace(s, object=s.second.object, color=s.second.color, pattern=s.second.pattern,
+                                   second=dataclasses.replace(s.second, object=s.object, color=s.color,
+                                                              pattern=s.pattern)) for s, _ in pairs]
+    images = [im for _, im in pairs]
+    assert evaluate(images, swapped)["both"] >= 0.95  # the caption's order does not matter
+    one = [dataclasses.replace(s, second=None) for s, _ in pairs]
+    assert evaluate(images, one)["count"] == 0.0
+    wrong = [dataclasses.replace(s, second=dataclasses.replace(s.second, color="red" if s.second.color != "red"
+                                                               else "blue")) for s, _ in pairs]
+    assert evaluate(images, wrong)["both"] <= 0.05
+
+
+def test_horizon_is_read_where_drawn():
+    scene = Scene("cat", "red", "sand", size=28, x=30, y=46, horizon=22.0, details=3, texture_seed=5)
+    assert abs(analyze(render(scene)).horizon - 22) <= 2
+    assert analyze(render(dataclasses.replace(scene, horizon=0.0))).horizon == 0

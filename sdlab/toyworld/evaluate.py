@@ -1,11 +1,13 @@
 """Reading a toy-world picture back from its pixels: what is in it, where, and in what style.
 
 `analyze(image)` measures one 64x64 image (a render or a model's generation) with a fixed heuristic, no
-training: the background from the picture's border, the object as the largest blob that differs from it,
-its color by a vote over its pixels, its kind by silhouette matching against `render.SHAPES`, and the
-pattern, style and road bumps from simple texture statistics. `evaluate(images, scenes)` scores a batch
-against the scenes that should have produced it. Generations are blurrier than renders, so every decision
-is a median, a vote or a best match rather than an exact color test.
+training: the background from a vote of the lower picture's pixels, a horizon where the rows above it read as
+sky, each object as one of the (at most two) largest chromatic blobs that differ from the background (the
+unnamed detail is achromatic and small, so it is left out), its color by a vote over its pixels, its kind by
+silhouette matching against `render.SHAPES` (mirrored too), and the pattern, style and road bumps from simple
+texture statistics. `evaluate(images, scenes)` scores a batch against the scenes that should have produced
+it, matching the objects it reads to the ones the caption names. Generations are blurrier than renders, so
+every decision is a median, a vote or a best match rather than an exact color test.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from itertools import permutations
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .render import PASTEL, PATTERN_SHADE, SIZE, object_mask, render
-from .scene import BACKGROUNDS, COLORS, OBJECTS, Scene
+from .render import PASTEL, PATTERN_SHADE, SIZE, object_mask, object_masks, render
+from .scene import BACKGROUNDS, COLORS, GROUNDS, OBJECTS, Scene
 
 OBJECT_DISTANCE = 60.0
 """RGB distance from the background estimate above which a pixel may belong to the object."""
@@ -30,7 +33,17 @@ TEMPLATE = 24
 """Side of the square crops on which silhouettes are compared."""
 WATERCOLOR = 0.05
 """`watercolor_score` above which a picture reads as a watercolor painting."""
-BUMP_SCALE = 4.3
+BACKGROUND_DISTANCE = 45.0
+"""RGB distance from a background's color within which a pixel votes for that background."""
+HORIZON_EVIDENCE = 64
+"""Sky-minus-ground pixel votes above a row needed to read a horizon there (one row is 64 pixels)."""
+CHROMA = 35.0
+"""Channel spread from which a pixel counts as colored: objects are, the unnamed detail is not."""
+OUTLINE_DARK = 40.0
+"""Brightest channel below which a gray pixel may still belong to an object (a creature's outline)."""
+MIN_AREA = 30
+"""Least area in pixels (after an opening) of a blob that is read as an object."""
+BUMP_SCALE = 6.2
 """Texture strength of a plain road with `Scene.bumpiness` 1 (calibrates `Reading.bumpiness` to read about 1)."""
 BUMPY_READING = 0.4
 """`Reading.bumpiness` from which a road counts as bumpy: between the smooth roads `sample_scenes` draws
@@ -48,23 +61,50 @@ _COLOR_PROTOS = np.array(
 
 
 @dataclass(frozen=True, eq=False)
+class ObjectReading:
+    """One object as `analyze` reads it.
+
+    Attributes:
+        object: the best-matching silhouette in `OBJECTS`.
+        color: the nearest name in `COLORS`.
+        pattern: "plain", "striped" or "dotted".
+        mask: bool array (64, 64), True on the object's pixels (creature outline excluded).
+        box: (x0, y0, x1, y1) of the mask, x1 and y1 exclusive.
+        watercolor_score: how far the ring just around the object is pulled toward the object's color
+            (0 = not at all, 1 = fully), 3-4 pixels out; about 0 for plain renders, 0.07 to 0.3 for watercolor.
+        creature_score: fraction of the object's border that is a dark outline, in [0, 1].
+    """
+
+    object: str
+    color: str
+    pattern: str
+    mask: np.ndarray
+    box: tuple
+    watercolor_score: float
+    creature_score: float
+
+
+@dataclass(frozen=True, eq=False)
 class Reading:
     """What `analyze` reads from one picture.
+
+    The object fields (color, object, pattern, box and the two style scores) are those of the largest object
+    read; `objects` has each object, largest first; `mask` covers all of them.
 
     Attributes:
         background: the nearest name in `BACKGROUNDS`.
         color: the nearest name in `COLORS` ("" if no object was found).
         object: the best-matching silhouette in `OBJECTS` ("" if no object was found).
         pattern: "plain", "striped" or "dotted".
-        style: "plain", "watercolor" or "creature", from the two scores below.
-        mask: bool array (64, 64), True on the object's pixels (creature outline excluded).
-        box: (x0, y0, x1, y1) of the mask, x1 and y1 exclusive; (0, 0, 0, 0) if nothing was found.
-        watercolor_score: how far the ring just around the object is pulled toward the object's color
-            (0 = not at all, 1 = fully), 3-4 pixels out; about 0 for plain renders, 0.07 to 0.3 for watercolor.
-        creature_score: fraction of the object's border that is a dark outline, in [0, 1].
-        bumpiness: texture strength of the background outside the object, scaled so that a plain road with
+        style: "plain", "watercolor" or "creature", from the style scores of the objects.
+        mask: bool array (64, 64), True on the objects' pixels (creature outline excluded).
+        box: (x0, y0, x1, y1) of the largest object's mask, x1 and y1 exclusive; (0, 0, 0, 0) if nothing was found.
+        watercolor_score, creature_score: the largest object's (see `ObjectReading`); 0 if nothing was found.
+        bumpiness: texture strength of the ground outside the objects, scaled so that a plain road with
             `Scene.bumpiness` b reads about b; meaningful on roads (other backgrounds have textures of
             their own).
+        objects: every object read (at most two), largest first.
+        horizon: the height in pixels of the horizon read (sky above, ground below), 0 for none.
     """
 
     background: str
@@ -77,6 +117,8 @@ class Reading:
     watercolor_score: float
     creature_score: float
     bumpiness: float
+    objects: tuple = ()
+    horizon: float = 0.0
 
 
 def as_rgb_array(image) -> np.ndarray:
@@ -150,13 +192,13 @@ def _walk(start: np.ndarray, through: np.ndarray, steps: int) -> np.ndarray:
     return out
 
 
-def _blob(raw: np.ndarray, weak: np.ndarray | None = None) -> np.ndarray:
+def _blob(raw: np.ndarray, weak: np.ndarray | None = None, main: np.ndarray | None = None) -> np.ndarray:
     """The object's blob in a thresholded picture: the largest part after an opening (which removes lane
     lines, stars, grass blades), with the thin edges the opening shaved off, rejoined with the parts it or a
     dark stripe cut off at thin joints (a bird's wings): parts within 5 pixels through `weak` (a lower
-    threshold), with the bridge between them; holes filled."""
+    threshold), with the bridge between them; holes filled. `main` picks another part than the largest."""
     opened = ndimage.binary_opening(raw)
-    main = _largest_component(opened)
+    main = _largest_component(opened) if main is None else main & opened
     if not main.any():
         return main
     weak = raw if weak is None else (weak | raw)
@@ -184,7 +226,7 @@ def _crop(mask: np.ndarray) -> np.ndarray:
 def _templates() -> np.ndarray:
     """Silhouette templates (object, variant, TEMPLATE, TEMPLATE): each object's ground-truth mask, and the
     mask this evaluator measures on its watercolor renders (the halo fills a star's notches), each cropped
-    like a measured mask and averaged over a few sizes and colors."""
+    like a measured mask and averaged over a few sizes and colors; then the same mirrored."""
     out = []
     for name in OBJECTS:
         truth = [_crop(object_mask(Scene(name, "red", "sky", size=s)) > 0.5) for s in (30.0, 36.0, 42.0)]
@@ -193,7 +235,8 @@ def _templates() -> np.ndarray:
             for s in (30.0, 36.0, 42.0)
             for c, bg in (("red", "sky"), ("yellow", "night"))
         ]
-        out.append([np.mean(truth, axis=0), np.mean(painted, axis=0)])
+        variants = [np.mean(truth, axis=0), np.mean(painted, axis=0)]
+        out.append(variants + [v[:, ::-1] for v in variants])
     return np.array(out)
 
 
@@ -252,11 +295,14 @@ def _color(arr: np.ndarray, mask: np.ndarray, depth: int = 1) -> str:
     return _COLOR_NAMES[int(np.argmax(votes[0::2] + votes[1::2])) * 2]
 
 
-def _bumpiness(arr: np.ndarray, blob: np.ndarray, pastel: bool, margin: int = 5) -> float:
+def _bumpiness(arr: np.ndarray, blob: np.ndarray, pastel: bool, margin: int = 5, ground=None) -> float:
     """Road texture strength: mean absolute luminance deviation of the background away from the object
     from its local median, lane lines and stars (and the pixels next to them) left out, on a square-root
-    scale so that it grows about like `Scene.bumpiness` (bumps get both more numerous and stronger)."""
+    scale so that it grows about like `Scene.bumpiness` (bumps get both more numerous and stronger). Only
+    `ground` counts (the rows below a horizon), if given."""
     rest = ~ndimage.binary_dilation(blob, iterations=margin)
+    if ground is not None:
+        rest &= ndimage.binary_erosion(ground, iterations=7, border_value=1)  # the median filter's reach
     if rest.sum() < 100:
         rest = ~ndimage.binary_dilation(blob, iterations=2)
     if not rest.any():
@@ -266,34 +312,130 @@ def _bumpiness(arr: np.ndarray, blob: np.ndarray, pastel: bool, margin: int = 5)
     lum = np.where(ndimage.binary_dilation(blob, iterations=2), np.median(lum[rest]), lum)
     # bumps are a few pixels wide: smooth away pixel noise, subtract slow shading (a watercolor halo, the sky)
     deviation = np.abs(ndimage.uniform_filter(lum, size=3) - ndimage.median_filter(lum, size=13))
-    marks = ndimage.binary_dilation(deviation > 40 * contrast, iterations=2, structure=_EIGHT)
+    marks = ndimage.binary_dilation(deviation > 80 * contrast, iterations=2, structure=_EIGHT)
     texture = deviation[rest & ~marks]
     return float(np.sqrt(texture.mean() / (BUMP_SCALE * contrast))) if texture.size else 0.0
 
 
 def analyze(image) -> Reading:
-    """Read background, object, color, pattern, style, mask and road bumps from one 64x64 picture."""
+    """Read background, horizon, objects (kind, color, pattern, mask), style and road bumps from one 64x64
+    picture."""
     reading = _read(as_rgb_array(image))
-    if not reading.mask.any():
+    if not reading.objects:
         return reading
-    return replace(reading, object=_classify_shape(reading.mask))
+    objects = tuple(replace(o, object=_classify_shape(o.mask)) for o in reading.objects)
+    return replace(reading, objects=objects, object=objects[0].object)
+
+
+def _ground(arr: np.ndarray) -> tuple[str, float]:
+    """The background's name, by a vote of the lower third's pixels that lie near a background's color, and
+    the horizon's height (0 for none): the row above which pixels read as sky, where the ground is not sky."""
+    near = _nearest(arr, _BG_PROTOS)
+    close = np.linalg.norm(arr - _BG_PROTOS[near], axis=2) < BACKGROUND_DISTANCE
+    names = np.array([_BG_NAMES.index(n) for n in _BG_NAMES])[near]  # index of the plain prototype's name
+    low = close[SIZE * 2 // 3 :]
+    votes = np.bincount(names[SIZE * 2 // 3 :][low], minlength=len(_BG_NAMES)) if low.any() else None
+    if votes is None or not votes.any():
+        return _BG_NAMES[int(_nearest(np.median(arr[_border(2)], axis=0), _BG_PROTOS))], 0.0
+    name = _BG_NAMES[int(np.argmax(votes))]
+    if name not in GROUNDS:
+        return name, 0.0
+    sky, ground = _BG_NAMES.index("sky"), _BG_NAMES.index(name)
+    score = ((names == sky) & close).sum(axis=1) - ((names == ground) & close).sum(axis=1)  # per row
+    gain = np.concatenate([[0], np.cumsum(score)])  # gain[h]: rows 0..h-1 read as sky rather than ground
+    h = int(np.argmax(gain))
+    return name, float(h) if gain[h] >= HORIZON_EVIDENCE else 0.0
+
+
+def _objects(raw: np.ndarray, weak: np.ndarray, arr: np.ndarray) -> list[np.ndarray]:
+    """The blobs of at most two objects in a thresholded picture, largest first. Candidates are the parts left
+    after an opening (which removes lane lines, stars, grass blades) that are large and hold colored pixels
+    (the detail is gray or white); each object is the largest candidate not yet taken, with the parts `_blob`
+    rejoins to it, kept 3 px away from the object taken before it."""
+    opened = ndimage.binary_opening(raw)
+    labels, n = ndimage.label(opened, structure=_EIGHT)
+    if n == 0:
+        return []
+    chroma = arr.max(axis=2) - arr.min(axis=2) >= CHROMA
+    index = np.arange(1, n + 1)
+    sizes = ndimage.sum(opened, labels, index=index)
+    colored = ndimage.sum(chroma & opened, labels, index=index)
+    candidates = sorted(((int(a), i) for a, c, i in zip(sizes, colored, index) if a >= MIN_AREA and c >= 0.3 * a),
+                        reverse=True)
+    blobs, taken = [], np.zeros_like(raw)
+    for _, i in candidates:
+        part = labels == i
+        if (part & taken).any():
+            continue
+        fence = ndimage.binary_dilation(taken, iterations=3) if blobs else taken
+        blobs.append(_blob(raw & ~fence, weak=weak & ~fence, main=part & ~fence))
+        taken |= blobs[-1]
+        if len(blobs) == 2:
+            break
+    return blobs
 
 
 def _read(arr: np.ndarray) -> Reading:
-    """Everything `analyze` reads but the object's kind (left "")."""
-    bg = np.median(arr[_border(2)], axis=0)
+    """Everything `analyze` reads but the objects' kinds (left "")."""
+    background, horizon = _ground(arr)
+    sky_rows = np.arange(SIZE)[:, None] < horizon
+    region = np.broadcast_to(sky_rows, (SIZE, SIZE))
+    if horizon:
+        sky_c = np.median(arr[region], axis=0)
+        ground_c = np.median(arr[~region], axis=0)
+        bg = np.where(region[:, :, None], sky_c, ground_c)
+    else:
+        bg = np.broadcast_to(np.median(arr[_border(2)], axis=0), arr.shape)
     dist = np.linalg.norm(arr - bg, axis=2)
     # no object color is near-white: white far brighter than the background is lane paint or a star
-    glare = (arr.mean(axis=2) > bg.mean() + 110) & (arr.max(axis=2) - arr.min(axis=2) < 40)
-    blob = _blob((dist > OBJECT_DISTANCE) & ~glare, weak=(dist > 0.6 * OBJECT_DISTANCE) & ~glare)
-    far = ~ndimage.binary_dilation(blob, iterations=8)
-    if far.sum() >= 200:  # refine from everything well away from the object (and any watercolor halo)
-        bg = np.median(arr[far], axis=0)
-        field = _background_field(arr, far)
-    else:
-        field = np.broadcast_to(bg, arr.shape)
-    background = _BG_NAMES[int(_nearest(bg, _BG_PROTOS))]
+    glare = (arr.mean(axis=2) > bg.mean(axis=2) + 110) & (arr.max(axis=2) - arr.min(axis=2) < 40)
+    # objects are colored, or as dark as a creature's outline; gray bumps, rocks and white clouds are not
+    outline = arr.max(axis=2) < OUTLINE_DARK
+    eyes = (arr.min(axis=2) > 200) & ndimage.binary_dilation(outline, iterations=2)  # white next to the outline
+    colored = (arr.max(axis=2) - arr.min(axis=2) >= CHROMA) | outline | eyes
+    raw = (dist > OBJECT_DISTANCE) & ~glare & colored
+    weak = (dist > 0.6 * OBJECT_DISTANCE) & ~glare & colored
+    blobs = _objects(raw, weak, arr)
+    anything = np.logical_or.reduce(blobs) if blobs else np.zeros((SIZE, SIZE), dtype=bool)
+    far = ~ndimage.binary_dilation(anything, iterations=8)
+    fields = []
+    for part in ([region, ~region] if horizon else [np.ones((SIZE, SIZE), dtype=bool)]):
+        if (far & part).sum() >= 100:  # refine from everything well away from the objects (and any halo)
+            fields.append((part, _background_field(arr, far & part)))
+        else:
+            fields.append((part, bg))
+    field = np.zeros_like(arr)
+    for part, values in fields:
+        field[part] = np.broadcast_to(values, arr.shape)[part]
+    base = np.median(arr[far], axis=0) if far.sum() >= 200 else np.median(arr[_border(2)], axis=0)
+    objects = [o for o in (_read_object(arr, blob, field, base) for blob in blobs) if o is not None]
+    creature = any(o.creature_score > 0.5 for o in objects)
+    watercolor = not creature and any(o.watercolor_score > WATERCOLOR for o in objects)
+    margin = 9 if watercolor else 5  # beyond most halo
+    bumpiness = _bumpiness(arr, anything, pastel=creature, margin=margin, ground=~region)
+    if not objects:
+        empty = np.zeros((SIZE, SIZE), dtype=bool)
+        return Reading(background, "", "", "plain", "plain", empty, (0, 0, 0, 0), 0.0, 0.0, bumpiness,
+                       (), horizon)
+    first = objects[0]
+    return Reading(
+        background=background,
+        color=first.color,
+        object="",
+        pattern=first.pattern,
+        style="creature" if creature else "watercolor" if watercolor else "plain",
+        mask=np.logical_or.reduce([o.mask for o in objects]),
+        box=first.box,
+        watercolor_score=first.watercolor_score,
+        creature_score=first.creature_score,
+        bumpiness=bumpiness,
+        objects=tuple(objects),
+        horizon=horizon,
+    )
 
+
+def _read_object(arr: np.ndarray, blob: np.ndarray, field: np.ndarray, bg: np.ndarray) -> ObjectReading | None:
+    """Color, pattern, mask and style scores of the object whose blob is `blob` (None if it is too small)."""
     # creature: the blob's edge is a dark outline; the object is what is left inside it
     dark = _is_dark(arr) & (arr.mean(axis=2) < bg.mean() - 80)  # much darker than the background
     edge = blob & ~ndimage.binary_erosion(blob)
@@ -301,9 +443,7 @@ def _read(arr: np.ndarray) -> Reading:
     creature = creature_score > 0.5
     mask = ndimage.binary_erosion(blob, structure=np.ones((5, 5)), border_value=1) if creature else blob
     if mask.sum() < 10:
-        empty = np.zeros((SIZE, SIZE), dtype=bool)
-        bumpiness = _bumpiness(arr, blob, pastel=creature)
-        return Reading(background, "", "", "plain", "plain", empty, (0, 0, 0, 0), 0.0, creature_score, bumpiness)
+        return None
     color = _color(arr, mask)
 
     # watercolor: pigment bleeds past the edge, so the ring 3-4 px outside the blob leans to the object color
@@ -323,34 +463,46 @@ def _read(arr: np.ndarray) -> Reading:
         refined = _blob(mask & (core | shade), weak=mask)
         mask = refined if refined.sum() >= 10 else mask
         color = _color(arr, mask, depth=2)  # away from the halo's blend with the background
-
-    bumpiness = _bumpiness(arr, blob, pastel=creature, margin=9 if watercolor else 5)  # beyond most halo
     ys, xs = np.nonzero(mask)
     box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
     white = (arr.min(axis=2) > 200) & (arr.max(axis=2) - arr.min(axis=2) < 40)
-    eyes = ndimage.binary_dilation(_is_dark(arr) | white) if creature else np.zeros_like(mask)
-    style = "creature" if creature else "watercolor" if watercolor else "plain"
-    return Reading(
-        background=background,
-        color=color,
+    eyes = ndimage.binary_dilation(_is_dark(arr) | white) & blob if creature else np.zeros_like(mask)
+    return ObjectReading(
         object="",
+        color=color,
         pattern=_pattern(arr, mask, skip=eyes, depth=2 if watercolor else 1),
-        style=style,
         mask=mask,
         box=box,
         watercolor_score=watercolor_score,
         creature_score=creature_score,
-        bumpiness=bumpiness,
     )
+
+
+def _match(objects, things) -> list:
+    """For each named thing, the object read that stands for it (or None): the assignment that gets the most
+    kinds and colors right; among equals, the one that takes the larger objects read, in caption order."""
+    best, best_key = None, None
+    slots = list(objects) + [None] * len(things)
+    for perm in permutations(range(len(slots)), len(things)):
+        pick = [slots[i] for i in perm]
+        right = sum((o.object == t.object) + (o.color == t.color) for o, t in zip(pick, things) if o is not None)
+        key = (right, -sum(perm))
+        if best_key is None or key > best_key:
+            best, best_key = pick, key
+    return best
 
 
 def evaluate(images, scenes) -> dict:
     """Score `images` against the `scenes` they should show (one scene per image, same order).
 
-    Returns a dict of floats: "n"; accuracies "color", "object", "background", "pattern", "style" and
-    "joint" (color, object and background all right); "bumpy" (accuracy of bumpy vs smooth on road scenes,
-    NaN if there are none); "mask_iou" (mean IoU of the measured mask with the scene's silhouette: meaningful
-    when the images should keep the scenes' layout, e.g. renders, reconstructions or edits); the means of
+    The objects read in each image are matched to the scene's named objects (`_match`); a named object with
+    no match counts as wrong. Returns a dict of floats: "n"; per named object the accuracies "color",
+    "object", "pattern" and "mask_iou" (mean IoU of its matched mask with its silhouette: meaningful when the
+    images should keep the scenes' layout, e.g. renders, reconstructions or edits); per image "background",
+    "style", "count" (as many objects read as named), "joint" (every named object's color and kind and the
+    background right) and "both" (both objects' color and kind right, over two-object scenes; NaN if none);
+    "horizon" (a horizon read where there is one and none where there is none, within 4 px, over ground
+    scenes; NaN if none); "bumpy" (bumpy vs smooth on road scenes, NaN if none); the means of
     "watercolor_score", "creature_score" and "bumpiness".
     """
     images, scenes = list(images), list(scenes)
@@ -362,21 +514,34 @@ def evaluate(images, scenes) -> dict:
     if bad:
         raise TypeError(f"scenes must be toyworld Scene objects, got {bad[0]}")
     readings = [analyze(image) for image in images]
+    matched = [_match(r.objects, s.things) for r, s in zip(readings, scenes)]
+    pairs = [(o, t, m) for ms, s in zip(matched, scenes) for o, t, m in zip(ms, s.things, object_masks(s))]
 
-    def accuracy(pairs):
-        pairs = list(pairs)
-        return float(np.mean([a == b for a, b in pairs])) if pairs else float("nan")
+    def mean(values):
+        values = [float(v) for v in values]
+        return float(np.mean(values)) if values else float("nan")
+
+    def right(o, t, field):
+        return o is not None and getattr(o, field) == getattr(t, field)
 
     out = {"n": float(len(images))}
-    for field in ("color", "object", "background", "pattern", "style"):
-        out[field] = accuracy((getattr(r, field), getattr(s, field)) for r, s in zip(readings, scenes))
-    out["joint"] = accuracy(
-        ((r.color, r.object, r.background), (s.color, s.object, s.background)) for r, s in zip(readings, scenes)
+    for field in ("color", "object", "pattern"):
+        out[field] = mean(right(o, t, field) for o, t, _ in pairs)
+    out["background"] = mean(r.background == s.background for r, s in zip(readings, scenes))
+    out["style"] = mean(r.style == s.style for r, s in zip(readings, scenes))
+    out["count"] = mean(len(r.objects) == len(s.things) for r, s in zip(readings, scenes))
+    named = [all(right(o, t, "color") and right(o, t, "object") for o, t in zip(m, s.things))
+             for m, s in zip(matched, scenes)]
+    out["joint"] = mean(ok and r.background == s.background for ok, r, s in zip(named, readings, scenes))
+    out["both"] = mean(ok for ok, s in zip(named, scenes) if s.second is not None)
+    out["horizon"] = mean(
+        abs(r.horizon - s.horizon) <= 4 if s.horizon else r.horizon == 0
+        for r, s in zip(readings, scenes) if s.background in GROUNDS
     )
-    out["bumpy"] = accuracy(
-        (r.bumpiness >= BUMPY_READING, s.bumpy) for r, s in zip(readings, scenes) if s.background == "road"
+    out["bumpy"] = mean(
+        (r.bumpiness >= BUMPY_READING) == s.bumpy for r, s in zip(readings, scenes) if s.background == "road"
     )
-    out["mask_iou"] = float(np.mean([iou(r.mask, object_mask(s) > 0.5) for r, s in zip(readings, scenes)]))
+    out["mask_iou"] = mean(iou(o.mask, m > 0.5) if o is not None else 0.0 for o, _, m in pairs)
     for field in ("watercolor_score", "creature_score", "bumpiness"):
-        out[field] = float(np.mean([getattr(r, field) for r in readings]))
+        out[field] = mean(getattr(r, field) for r in readings)
     return out
