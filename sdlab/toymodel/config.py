@@ -13,6 +13,10 @@ class ToyTrainConfig:
     """Run folder: checkpoints, log.csv, config.json, and the final pipeline in `pipeline/`."""
     arch: str = "toy"
     """"toy" (the shipped size) or "tiny" (a seconds-fast model for tests)."""
+    world: int = 1
+    """Toy world the training set is drawn from (`toyworld.sample_scenes(world=...)`): 1, one object placed
+    anywhere on a flat background (the shipped model's), or 2, layout by object, one or two objects, a horizon
+    and unnamed detail."""
     n_images: int = 20000
     """Size of the fixed training set of rendered scenes."""
     watercolor: float = 0.15

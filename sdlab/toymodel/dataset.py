@@ -12,11 +12,11 @@ from .config import ToyTrainConfig
 
 def render_dataset(cfg: ToyTrainConfig):
     """The fixed training set: images in [-1, 1], their captions, and the extra creature images the VAE sees."""
-    scenes = sample_scenes(cfg.n_images, cfg.seed, watercolor=cfg.watercolor)
+    scenes = sample_scenes(cfg.n_images, cfg.seed, watercolor=cfg.watercolor, world=cfg.world)
     images = np.stack([np.asarray(render(s)) for s in tqdm(scenes, desc="render", leave=False)])
     captions = [s.caption for s in scenes]
     n_creature = int(cfg.n_images * cfg.vae_creature)
-    extra = np.stack([np.asarray(render(s)) for s in sample_scenes(max(n_creature, 1), cfg.seed + 1, style="creature")])
+    extra = np.stack([np.asarray(render(s)) for s in sample_scenes(max(n_creature, 1), cfg.seed + 1, style="creature", world=cfg.world)])
     to_tensor = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)  # noqa: E731
     return to_tensor(images), captions, to_tensor(extra[:n_creature])
 
