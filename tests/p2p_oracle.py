@@ -7,7 +7,7 @@ token mappings from `sdlab.align`. It plugs into the same loop as the fast path 
 so a parity test compares the attention arithmetic and nothing else.
 
 Schedules follow sdlab's rule, not the reference's int(fraction * T): step i is controlled iff
-start * T <= i < end * T, tested literally at every step on the exact fractions `sdlab.p2p.window` reads
+start * T <= i < end * T, tested literally at every step on the exact fractions `sdlab.schedule.window` reads
 (the fast path computes whole-step bounds once instead, so the two agree only if both implement the rule).
 """
 
@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from sdlab import align
 from sdlab.attention import Controller
-from sdlab.p2p import Refine, Replace, Reweight, cross_windows, window
+from sdlab.p2p import Refine, Replace, Reweight
+from sdlab.schedule import cross_windows, window
 
 
 def sharpen(unet, factor: float = 3.0) -> None:

@@ -13,6 +13,7 @@ from p2p_oracle import OracleController, sharpen
 
 from sdlab import p2p
 from sdlab.attention import LayerInfo, Run, generate
+from sdlab import schedule
 from sdlab.p2p import LocalBlend, Refine, Replace, Reweight
 from sdlab.toymodel import TINY, build_pipeline, build_tokenizer
 
@@ -227,7 +228,7 @@ def test_edited_steps_follow_the_exact_rule(T, cross, word, self_, blend, kind):
 @given(st.integers(0, 10**6), st.integers(1, 10**6), st.integers(0, 10**6), st.integers(1, 1000))
 def test_window_bounds_are_exact_for_any_fraction(a, b, c, T):
     start, end = sorted([Fraction(min(a, b), b), Fraction(min(c, b), b)])
-    r = p2p.steps_in(p2p.window((start, end), "w"), T)
+    r = schedule.steps_in(schedule.window((start, end), "w"), T)
     assert len(r) == exact_count(start, end, T)
     assert all(start * T <= i < end * T for i in r) and r.start >= 0 and r.stop <= T
 
