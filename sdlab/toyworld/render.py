@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from scipy import ndimage
 
-from .scene import BACKGROUNDS, COLORS, GROUNDS, Scene, Thing
+from .scene import BACKGROUNDS, COLORS, Scene, Thing
 
 SIZE = 64
 """Side of a toy-world picture in pixels."""
