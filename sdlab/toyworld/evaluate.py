@@ -398,15 +398,10 @@ def _read(arr: np.ndarray) -> Reading:
     blobs = _objects(raw, weak, arr)
     anything = np.logical_or.reduce(blobs) if blobs else np.zeros((SIZE, SIZE), dtype=bool)
     far = ~ndimage.binary_dilation(anything, iterations=8)
-    fields = []
-    for part in ([region, ~region] if horizon else [np.ones((SIZE, SIZE), dtype=bool)]):
-        if (far & part).sum() >= 100:  # refine from everything well away from the objects (and any halo)
-            fields.append((part, _background_field(arr, far & part)))
-        else:
-            fields.append((part, bg))
-    field = np.zeros_like(arr)
-    for part, values in fields:
-        field[part] = np.broadcast_to(values, arr.shape)[part]
+    field = np.array(bg, dtype=arr.dtype)  # sky and ground each refined from everything well away from the
+    for part in ([region, ~region] if horizon else [np.ones((SIZE, SIZE), dtype=bool)]):  # objects (and any halo)
+        if (far & part).sum() >= 100:
+            field[part] = _background_field(arr, far & part)[part]
     base = np.median(arr[far], axis=0) if far.sum() >= 200 else np.median(arr[_border(2)], axis=0)
     objects = [o for o in (_read_object(arr, blob, field, base) for blob in blobs) if o is not None]
     creature = any(o.creature_score > 0.5 for o in objects)

@@ -111,14 +111,14 @@ def _check_choice(field: str, value, allowed):
         raise ValueError(f"unknown {field} {value!r}: the toy world knows {', '.join(allowed)}")
 
 
-def _check_placement(what: str, obj: str, size: float, x: float, y: float, facing: int):
+def _check_placement(size: float, x: float, y: float, facing: int):
     if not 16 <= size <= 48:
-        raise ValueError(f"{what}size {size} is out of range: use 16 to 48 pixels")
+        raise ValueError(f"size {size} is out of range: use 16 to 48 pixels")
     half = size / 2
     if not (half - 4 <= x <= 68 - half and half - 4 <= y <= 68 - half):
-        raise ValueError(f"{what}object at ({x}, {y}) of size {size} does not fit in 64x64")
+        raise ValueError(f"object at ({x}, {y}) of size {size} does not fit in 64x64")
     if facing not in (1, -1):
-        raise ValueError(f"{what}facing {facing!r} must be 1 or -1 (mirrored; it matters for {', '.join(FACING)})")
+        raise ValueError(f"facing {facing!r} must be 1 or -1 (mirrored; it matters for {', '.join(FACING)})")
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ class Thing:
     def __post_init__(self):
         for field, allowed in (("object", OBJECTS), ("color", COLORS), ("pattern", PATTERNS)):
             _check_choice(field, getattr(self, field), allowed)
-        _check_placement("", self.object, self.size, self.x, self.y, self.facing)
+        _check_placement(self.size, self.x, self.y, self.facing)
 
     @property
     def words(self) -> list[str]:
@@ -197,7 +197,7 @@ class Scene:
             ("style", STYLES),
         ):
             _check_choice(field, getattr(self, field), allowed)
-        _check_placement("", self.object, self.size, self.x, self.y, self.facing)
+        _check_placement(self.size, self.x, self.y, self.facing)
         if not 0.0 <= self.bumpiness <= 1.0:
             raise ValueError(f"bumpiness {self.bumpiness} must be in [0, 1]")
         if not 0 <= self.phrasing < len(PREFIXES):
