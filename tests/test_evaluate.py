@@ -182,6 +182,8 @@ def test_evaluate_matches_objects_to_the_caption(world2):
     wrong = [dataclasses.replace(s, second=dataclasses.replace(s.second, color="red" if s.second.color != "red"
                                                                else "blue")) for s, _ in pairs]
     assert evaluate(images, wrong)["both"] <= 0.05
+    # per object: the first object of each scene is still right, the second never is
+    assert 0.45 <= evaluate(images, wrong)["object_color"] <= 0.5 < evaluate(images, swapped)["object_color"]
 
 
 def test_horizon_is_read_where_drawn():

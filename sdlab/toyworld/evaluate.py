@@ -492,8 +492,9 @@ def evaluate(images, scenes) -> dict:
 
     The objects read in each image are matched to the scene's named objects (`_match`); a named object with
     no match counts as wrong. Returns a dict of floats: "n"; per named object the accuracies "color",
-    "object", "pattern" and "mask_iou" (mean IoU of its matched mask with its silhouette: meaningful when the
-    images should keep the scenes' layout, e.g. renders, reconstructions or edits); per image "background",
+    "object", "pattern", "object_color" (kind and color both right) and "mask_iou" (mean IoU of its matched
+    mask with its silhouette: meaningful when the images should keep the scenes' layout, e.g. renders,
+    reconstructions or edits); per image "background",
     "style", "count" (as many objects read as named), "joint" (every named object's color and kind and the
     background right) and "both" (both objects' color and kind right, over two-object scenes; NaN if none);
     "horizon" (a horizon read where there is one and none where there is none, within 4 px, over ground
@@ -522,6 +523,7 @@ def evaluate(images, scenes) -> dict:
     out = {"n": float(len(images))}
     for field in ("color", "object", "pattern"):
         out[field] = mean(right(o, t, field) for o, t, _ in pairs)
+    out["object_color"] = mean(right(o, t, "color") and right(o, t, "object") for o, t, _ in pairs)
     out["background"] = mean(r.background == s.background for r, s in zip(readings, scenes))
     out["style"] = mean(r.style == s.style for r, s in zip(readings, scenes))
     out["count"] = mean(len(r.objects) == len(s.things) for r, s in zip(readings, scenes))
