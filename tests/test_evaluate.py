@@ -14,8 +14,8 @@ UNSEEN = 31337
 
 @pytest.fixture(scope="module")
 def mixed():
-    """Unseen scenes of every style family (watercolor 30% of the plain ones) and their renders."""
-    scenes = sample_scenes(240, UNSEEN, watercolor=0.3) + sample_scenes(60, UNSEEN + 1, style="creature")
+    """Unseen world-1 scenes of every style family (watercolor 30% of the plain ones) and their renders."""
+    scenes = sample_scenes(240, UNSEEN, watercolor=0.3, world=1) + sample_scenes(60, UNSEEN + 1, style="creature", world=1)
     return scenes, [render(s) for s in scenes]
 
 
@@ -62,7 +62,7 @@ def test_mask_matches_ground_truth(mixed):
 
 
 def test_style_scores_separate_the_families():
-    base = sample_scenes(24, UNSEEN + 2)
+    base = sample_scenes(24, UNSEEN + 2, world=1)
     plain = [analyze(render(dataclasses.replace(s, style="plain"))) for s in base]
     water = [analyze(render(dataclasses.replace(s, style="watercolor"))) for s in base]
     creature = [analyze(render(dataclasses.replace(s, style="creature"))) for s in base[:8]]
@@ -86,7 +86,7 @@ def test_measured_bumpiness_grows_with_scene_bumpiness():
 
 def test_evaluate_reads_blurred_pictures():
     """Generations are blurrier than renders: a light blur must not break the reading."""
-    scenes = sample_scenes(60, UNSEEN + 3, watercolor=0.3)
+    scenes = sample_scenes(60, UNSEEN + 3, watercolor=0.3, world=1)
     blurred = [render(s).filter(ImageFilter.GaussianBlur(0.8)) for s in scenes]
     scores = evaluate(blurred, scenes)
     assert min(scores["color"], scores["object"], scores["background"], scores["style"]) >= 0.9, scores

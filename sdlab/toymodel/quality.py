@@ -16,6 +16,24 @@ HELD_OUT_SEED = 1_000_003
 """Seed of the held-out scenes (the training set is drawn from seed 0)."""
 
 
+def trained_world(folder=None) -> int:
+    """The toy world (1 or 2) a toy-model folder was trained on, from the `train_config.json` that ships beside
+    its weights (default: the shipped model); 1 for a folder without one or from before worlds existed. A model
+    is measured on held-out scenes of its own world."""
+    import json
+    from pathlib import Path
+
+    from ..models import TOY_MODEL_DIR
+
+    path = Path(folder if folder is not None else TOY_MODEL_DIR) / "train_config.json"
+    if not path.is_file():
+        return 1
+    world = json.loads(path.read_text()).get("world", 1)
+    if world not in (1, 2):
+        raise ValueError(f"{path} names world {world!r}; the toy world has worlds 1 and 2")
+    return world
+
+
 def generate(pipe, prompts, seeds, *, steps=25, guidance=7.5, batch_size=16):
     """One image per (prompt, seed); image i depends only on prompts[i] and seeds[i], not on the batching."""
     if len(prompts) != len(seeds):
