@@ -1,4 +1,4 @@
-"""`sdlab` command line: `sdlab train-toy`, `sdlab finetune`, `sdlab figures`.
+"""`sdlab` command line: `sdlab train-toy`, `sdlab finetune`, `sdlab figures`, `sdlab colab`.
 
 Each subcommand owns its argument parser in its own module; this file only dispatches.
 """
@@ -12,6 +12,7 @@ COMMANDS = {
     "train-toy": ("sdlab.toymodel.train", "Train the shipped toy Stable Diffusion on the toy world."),
     "finetune": ("sdlab.finetune.cli", "Finetune a pipeline on a captioned image dataset."),
     "figures": ("sdlab.figures", "Run every notebook headless and write figures/."),
+    "colab": ("sdlab.colab", "Point every notebook's Colab badge and install cell at a GitHub repository."),
 }
 
 
