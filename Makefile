@@ -2,11 +2,15 @@
 #   make figures   run every notebook headless, write figures/ and figures/index.md
 #   make test      pytest: unit, property and quality tests, and the notebooks through nbval
 # Both create .venv when it is missing and (re)install the project when pyproject.toml changes.
-# TORCH is what pip installs for torch first, e.g. TORCH=torch==2.13.0, or
-# TORCH="torch --index-url https://download.pytorch.org/whl/cpu" for a CPU-only machine.
+# TORCH is what pip installs for torch first, e.g. TORCH=torch==2.13.0 (CI). Left empty, .ci/torch-spec
+# chooses: with an NVIDIA GPU (`nvidia-smi -L` lists one) the default index's torch (the CUDA build); without,
+# the CPU build from TORCH_CPU_INDEX, or the default index's torch when that index cannot be reached.
+# ARGS go to `sdlab figures`, e.g. make figures ARGS="-p STEPS 10" (that run's figures: build/figures-steps-10/).
 
 PYTHON ?= python3
-TORCH ?= torch
+TORCH ?=
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+ARGS ?=
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sdlab-installed
@@ -14,7 +18,7 @@ STAMP := $(VENV)/.sdlab-installed
 .PHONY: figures test
 
 figures: $(STAMP)
-	$(PY) -m sdlab figures
+	$(PY) -m sdlab figures $(ARGS)
 
 test: $(STAMP)
 	SDLAB_FIGURES_DIR=$(CURDIR)/build/test-figures $(PY) -m pytest --nbval-lax tests notebooks
@@ -23,6 +27,14 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(PY)
+ifneq ($(strip $(TORCH)),)
 	$(PY) -m pip install $(TORCH)
+else
+	sh .ci/torch-spec $(TORCH_CPU_INDEX) | { while read -r args; do \
+	    echo "$(PY) -m pip install $$args"; \
+	    $(PY) -m pip install --no-input $$args < /dev/null && exit 0; \
+	    echo "torch: that install failed; trying the next source" >&2; \
+	  done; exit 1; }
+endif
 	$(PY) -m pip install -e ".[dev]"
 	touch $@

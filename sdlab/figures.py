@@ -6,6 +6,12 @@ lands there; the executed copies go to `build/notebooks/` (ignored by git). `fig
 every PNG under the notebook that wrote it. The executed copies are a report too, so each is checked: every
 figure a cell saves is also shown as an image (`display_problems`), none is printed as `<Figure size ...>`
 text, and the setup cell writes nothing on stderr; the test suite applies the same check to nbval's runs.
+
+Batch reruns: `sdlab figures -p STEPS 50 -p MODEL some/folder` passes each parameter to every notebook whose
+`parameters` cell declares it (values parsed as papermill's `-p` does) and writes that run's figures and index
+to a folder of its own, `build/figures-<parameters>/` (executed copies in `build/notebooks-<parameters>/`),
+never over the committed `figures/` unless asked with `--output figures`. A parameter that no notebook of the
+run declares is an error, listing each notebook's parameters, before anything runs.
 """
 
 from __future__ import annotations
@@ -13,10 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .notebook_parameters import absolute_paths, assign_parameters, parse_parameters, run_slug
 
 INDEX = "index.md"
 IMAGE_TYPES = ("image/png", "image/svg+xml")
@@ -38,6 +47,8 @@ class NotebookRun:
     """Image outputs in the executed copy."""
     problems: list[str] = field(default_factory=list)
     """What `display_problems` found in the executed copy ("cell N: ...")."""
+    parameters: dict = field(default_factory=dict)
+    """The run's parameters this notebook declares and was given (besides FIGURES)."""
 
 
 def _text(output) -> str:
@@ -98,20 +109,22 @@ def _pngs(folder: Path) -> dict[Path, int]:
     return {p: p.stat().st_mtime_ns for p in folder.glob("*.png")}
 
 
-def run_notebook(notebook: Path, build: Path, figures: Path, kernel: str = "python3") -> NotebookRun:
-    """Execute `notebook` with papermill into `build`, its `FIGURES` parameter pointing at `figures`."""
+def run_notebook(notebook: Path, build: Path, figures: Path, kernel: str = "python3",
+                 parameters: dict | None = None) -> NotebookRun:
+    """Execute `notebook` with papermill into `build`, its `FIGURES` parameter pointing at `figures` and its
+    other parameters set from `parameters` (all of which its parameters cell should declare)."""
     try:
         import papermill
     except ImportError as e:
         raise ImportError("`sdlab figures` needs papermill: pip install -e '.[notebooks]'") from e
     before = _pngs(figures)
     start = time.perf_counter()
-    run = NotebookRun(notebook)
+    run = NotebookRun(notebook, parameters=dict(parameters or {}))
     try:
         papermill.execute_notebook(
             str(notebook),
             str(build / notebook.name),
-            parameters={"FIGURES": str(figures.resolve())},
+            parameters={**run.parameters, "FIGURES": str(figures.resolve())},
             cwd=str(notebook.parent),
             kernel_name=kernel,
             progress_bar=False,
@@ -127,18 +140,27 @@ def run_notebook(notebook: Path, build: Path, figures: Path, kernel: str = "pyth
     return run
 
 
-def index_markdown(runs: list[NotebookRun], figures: Path) -> str:
-    """The index page: one section per notebook with its figures, then any PNG no notebook claims."""
+def index_markdown(runs: list[NotebookRun], figures: Path, parameters: dict | None = None,
+                   build: Path = Path("build/notebooks")) -> str:
+    """The index page: one section per notebook with its figures, then any PNG no notebook claims; with
+    `parameters`, the run's parameters and, per notebook, those it was given."""
     lines = [
         "# Figures",
         "",
         "Written by `make figures` (`python -m sdlab figures`), which runs every notebook in `notebooks/` with",
-        "papermill; the executed notebooks are in `build/notebooks/`. Do not edit: it is regenerated.",
+        f"papermill; the executed notebooks are in `{build.as_posix().rstrip('/')}/`. Do not edit: it is regenerated.",
         "",
     ]
+    if parameters:
+        given = " ".join(f"-p {name} {shlex.quote(str(value))}" for name, value in parameters.items())
+        lines += [f"Parameters of this run: `sdlab figures {given}`; each notebook got those its parameters cell",
+                  "declares, and its own defaults for the rest.", ""]
     claimed = set()
     for run in runs:
         lines += [f"## {run.notebook.name}", ""]
+        if parameters:
+            shown = ", ".join(f"`{k} = {v!r}`" for k, v in run.parameters.items()) or "none (its defaults)"
+            lines += [f"Parameters: {shown}", ""]
         if run.error:
             lines += [f"**failed in the last run**: {run.error}", ""]
         for png in run.figures:
@@ -156,29 +178,47 @@ def index_markdown(runs: list[NotebookRun], figures: Path) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="sdlab figures", description=__doc__.splitlines()[0])
     parser.add_argument("--notebooks", type=Path, default=Path("notebooks"), help="folder of NN_*.ipynb")
-    parser.add_argument("--figures", type=Path, default=Path("figures"), help="where the PNGs and index go")
-    parser.add_argument("--build", type=Path, default=Path("build/notebooks"), help="executed copies")
+    parser.add_argument("--output", "--figures", dest="figures", type=Path, default=None,
+                        help="where the PNGs and index go (default: figures/, or with -p build/figures-<parameters>/)")
+    parser.add_argument("--build", type=Path, default=None,
+                        help="executed copies (default: build/notebooks/, or with -p build/notebooks-<parameters>/)")
     parser.add_argument("--only", nargs="*", default=(), help="run only notebooks whose name contains one of these")
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel name")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
+                        help="pass NAME = VALUE to every notebook whose parameters cell declares NAME (repeatable; "
+                             "VALUE read as papermill's -p reads it: True/False/None, int, float, else text)")
     args = parser.parse_args(argv)
 
     notebooks = find_notebooks(args.notebooks, args.only)
+    try:  # before anything runs: every parameter must be declared by some notebook of this run
+        typed = parse_parameters(args.parameter)
+        parameters = absolute_paths(typed)
+        given = assign_parameters(notebooks, parameters) if parameters else {nb: {} for nb in notebooks}
+    except ValueError as e:
+        print(f"sdlab figures: {e}", file=sys.stderr)
+        return 2
+    slug = run_slug(typed)  # the folder is named after the values as typed, before paths are made absolute
+    args.figures = args.figures or (Path("build") / f"figures-{slug}" if parameters else Path("figures"))
+    args.build = args.build or (Path("build") / f"notebooks-{slug}" if parameters else Path("build/notebooks"))
+    if parameters:
+        print(f"parameters {parameters}: figures to {args.figures}/, executed notebooks to {args.build}/", flush=True)
     args.figures.mkdir(parents=True, exist_ok=True)
     args.build.mkdir(parents=True, exist_ok=True)
     ran = {}
     for nb in notebooks:
         print(f"running {nb} ...", flush=True)
-        run = run_notebook(nb, args.build, args.figures, args.kernel)
+        run = run_notebook(nb, args.build, args.figures, args.kernel, given[nb])
         status = "FAILED: " + run.error if run.error else f"{len(run.figures)} figures, {run.images} images shown"
         print(f"  {run.seconds:.0f}s, {status}", flush=True)
         for problem in run.problems:
             print(f"  {nb.name} {problem}", file=sys.stderr, flush=True)
         ran[nb.name] = run
     runs = []
-    for nb in find_notebooks(args.notebooks):  # notebooks skipped by --only keep the figures named after them
+    # notebooks skipped by --only keep the figures named after them (a run with parameters lists only its own)
+    for nb in notebooks if parameters else find_notebooks(args.notebooks):
         prefix = nb.name.split("_")[0] + "_"
         runs.append(ran.get(nb.name) or NotebookRun(nb, sorted(args.figures.glob(prefix + "*.png"))))
-    (args.figures / INDEX).write_text(index_markdown(runs, args.figures))
+    (args.figures / INDEX).write_text(index_markdown(runs, args.figures, typed, args.build))
     print(f"wrote {args.figures / INDEX}")
     failed = [r.notebook.name for r in ran.values() if r.error]
     if failed:

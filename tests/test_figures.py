@@ -4,11 +4,13 @@ import nbformat
 import pytest
 
 from sdlab.figures import find_notebooks, main
+from sdlab.notebook_parameters import (assign_parameters, declared_parameters, parse_parameters, parse_value,
+                                       run_slug)
 
 
-def _notebook(path, body):
+def _notebook(path, body, parameters=""):
     nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('FIGURES = "../figures"')
+    params = nbformat.v4.new_code_cell(parameters + 'FIGURES = "../figures"')
     params.metadata["tags"] = ["parameters"]
     nb.cells = [nbformat.v4.new_markdown_cell("# test"), params, nbformat.v4.new_code_cell(body)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -103,3 +105,83 @@ def test_figures_reports_a_figure_shown_as_text_and_stderr_in_the_setup_cell(tmp
     cell = f"cell {executed.index(as_text)}:"
     assert len(problems) == 2 and all(cell in p for p in problems), err  # not shown, and shown as text
     assert "<Figure size" in problems[1]
+
+
+# -- batch reruns with parameters: sdlab figures -p NAME VALUE ------------------------------------------------
+
+RECORD = """
+from pathlib import Path
+Path(FIGURES, "{name}").write_text(repr({names}))
+from PIL import Image
+Image.new("RGB", (4, 4)).save(Path(FIGURES) / "{name}.png")
+"""
+
+
+def test_parameters_go_to_the_notebooks_that_declare_them_in_a_folder_of_their_own(tmp_path, monkeypatch):
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    _notebook(nbs / "00_a.ipynb", RECORD.format(name="00_a", names="(STEPS, GUIDANCE)"),
+              "STEPS = 25  # DDIM steps\nGUIDANCE = 7.5\n")
+    _notebook(nbs / "01_b.ipynb", RECORD.format(name="01_b", names="(MODEL, STEPS, WORDS)"),
+              'MODEL = "toy"\nSTEPS: int = 50\nWORDS = ["a", "b"]\n')
+    committed = tmp_path / "figures"
+    committed.mkdir()
+    (committed / "index.md").write_text("the committed index")
+    (tmp_path / "my model").mkdir()
+    monkeypatch.chdir(tmp_path)
+
+    assert main(["--notebooks", "notebooks", "-p", "STEPS", "10", "-p", "MODEL", "my model", "-p", "GUIDANCE", "None"]) == 0
+    out = tmp_path / "build" / "figures-steps-10_model-my-model_guidance-None"
+    # each notebook got the parameters it declares, parsed like papermill's -p; the others kept their defaults
+    assert (out / "00_a").read_text() == "(10, None)"
+    assert (out / "01_b").read_text() == repr((str(tmp_path / "my model"), 10, ["a", "b"]))
+    assert sorted(p.name for p in (tmp_path / "build" / "notebooks-steps-10_model-my-model_guidance-None").iterdir()) == [
+        "00_a.ipynb", "01_b.ipynb"]
+    index = (out / "index.md").read_text()
+    assert "-p STEPS 10" in index and "`GUIDANCE = None`" in index and "00_a.png" in index and "01_b.png" in index
+    assert (committed / "index.md").read_text() == "the committed index" and not list(committed.glob("*.png"))
+
+
+def test_output_figures_writes_the_committed_folder_when_asked(tmp_path, monkeypatch):
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    _notebook(nbs / "00_a.ipynb", RECORD.format(name="00_a", names="STEPS"), "STEPS = 25\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["--notebooks", "notebooks", "-p", "STEPS", "3", "--output", "figures"]) == 0
+    assert (tmp_path / "figures" / "00_a").read_text() == "3"
+    assert "-p STEPS 3" in (tmp_path / "figures" / "index.md").read_text()
+
+
+def test_an_undeclared_parameter_is_an_error_before_anything_runs(tmp_path, monkeypatch, capsys):
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    _notebook(nbs / "00_a.ipynb", "raise SystemExit('must not run')", "STEPS = 25\nSEED = 0\n")
+    _notebook(nbs / "01_b.ipynb", "raise SystemExit('must not run')")
+    monkeypatch.chdir(tmp_path)
+    assert main(["--notebooks", "notebooks", "-p", "STPES", "50"]) == 2
+    err = capsys.readouterr().err
+    assert "declares STPES (did you mean STEPS?)" in err
+    assert "00_a.ipynb: STEPS, SEED" in err and "01_b.ipynb: (none)" in err  # each notebook's parameters
+    assert not (tmp_path / "build").exists()
+    assert main(["--notebooks", "notebooks", "-p", "FIGURES", "elsewhere"]) == 2
+    assert "--output" in capsys.readouterr().err
+    assert main(["--notebooks", "notebooks", "-p", "STEPS", "1", "-p", "STEPS", "2"]) == 2
+    assert "STEPS is given twice (1 and 2)" in capsys.readouterr().err
+    # --only narrows what counts as declared: SEED is 00's, so a run of 01 alone rejects it
+    assert main(["--notebooks", "notebooks", "--only", "01", "-p", "SEED", "1"]) == 2
+    assert "01_b.ipynb: (none)" in capsys.readouterr().err
+
+
+def test_parameter_values_are_read_as_papermill_reads_them(tmp_path):
+    assert [parse_value(v) for v in ("10", "-3", "0.5", "2e-4", "None", "True", "False", "a/b", "7.5x", "")] == [
+        10, -3, 0.5, 2e-4, None, True, False, "a/b", "7.5x", ""]
+    assert parse_parameters([("STEPS", "50"), ("MODEL", "x/y")]) == {"STEPS": 50, "MODEL": "x/y"}
+    with pytest.raises(ValueError, match="not a parameter name"):
+        parse_parameters([("my-steps", "5")])
+    nb = tmp_path / "00_a.ipynb"
+    _notebook(nb, "", "%matplotlib inline\nimport os\nSTEPS = 25  # a comment\nLIST = [1,\n        2]\n")
+    assert declared_parameters(nb) == {"STEPS": "25", "LIST": "[1,\n        2]", "FIGURES": '"../figures"'}
+    assert assign_parameters([nb], {"LIST": [3]}) == {nb: {"LIST": [3]}}
+    assert run_slug({"STEPS": 10, "MODEL": "/a/b c"}) == "steps-10_model-a-b-c"
+    long = run_slug({"PROMPT": "a watercolor painting of a red cat on grass under the moon at night"})
+    assert len(long) <= 60 and long != run_slug({"PROMPT": "a watercolor painting of a red cat on grass under the moon"})
