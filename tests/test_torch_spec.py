@@ -63,7 +63,8 @@ def _make(tmp_path, nvidia_smi, *args) -> list[str]:
     (venv / "bin" / "python").write_text(FAKE_PYTHON.format(log=log))
     (venv / "bin" / "python").chmod(0o755)
     env = dict(os.environ, PATH=f"{_bin(tmp_path, nvidia_smi)}:{os.environ['PATH']}")
-    env.pop("TORCH", None)
+    for name in ("TORCH", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "MAKELEVEL"):  # `make test TORCH=...` (CI)
+        env.pop(name, None)  # hands its command-line variables down to every make we start through these
     done = subprocess.run(["make", "-C", str(ROOT), f"VENV={venv}", f"TORCH_CPU_INDEX={INDEX}", *args,
                            str(venv / ".sdlab-installed")], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
