@@ -300,9 +300,14 @@ class EditResult:
         return self.schedule.edited_steps
 
 
-def edit(pipe, source: str, targets, edit, *, seed=0, steps=50, guidance=7.5, latent=None, height=None,
-         width=None, negative_prompt=None, output_type="pil") -> EditResult:
-    """Generate `source` and edit it into each of `targets` with `edit` (Replace, Refine or Reweight)."""
+def edit(pipe, source: str, targets, edit, *, seed=0, steps=None, guidance=None, latent=None, height=None,
+         width=None, negative_prompt=None, output_type="pil", inversion=None) -> EditResult:
+    """Generate `source` and edit it into each of `targets` with `edit` (Replace, Refine or Reweight).
+
+    Steps and guidance default to 50 and 7.5. With `inversion` (an `sdlab.inversion.Inversion` whose caption is
+    `source`) the run starts from the inverted latent with its per-step null embeddings, steps and guidance (seed
+    unused): the source row reproduces the real picture and the targets are edited from it.
+    """
     check_pipeline(pipe)
     if isinstance(targets, str):
         targets = [targets]
@@ -312,6 +317,11 @@ def edit(pipe, source: str, targets, edit, *, seed=0, steps=50, guidance=7.5, la
     if not isinstance(edit, (Replace, Refine, Reweight)):
         raise TypeError(f"edit must be Replace(...), Refine(...) or Reweight(...); got {edit!r}")
     ctl = EditController(edit, pipe.tokenizer, source, targets)
-    gen = generate(pipe, [source, *targets], ctl, seed=seed, steps=steps, guidance=guidance, latent=latent,
-                   height=height, width=width, negative_prompt=negative_prompt, output_type=output_type)
+    if inversion is not None:  # the real picture's latent and null embeddings fix the run (sdlab.inversion)
+        gen = inversion.replay(pipe, [source, *targets], ctl, output_type=output_type, steps=steps, guidance=guidance,
+                               latent=latent, height=height, width=width, negative_prompt=negative_prompt)
+    else:
+        gen = generate(pipe, [source, *targets], ctl, seed=seed, steps=50 if steps is None else steps,
+                       guidance=7.5 if guidance is None else guidance, latent=latent, height=height, width=width,
+                       negative_prompt=negative_prompt, output_type=output_type)
     return EditResult(gen.images, gen.prompts, gen.latent, edit, ctl.schedule)

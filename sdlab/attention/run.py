@@ -7,6 +7,7 @@ with `latents=`; `callback_on_step_end` advances the controller and lets it chan
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -63,10 +64,20 @@ def generate(
     width: int | None = None,
     negative_prompt: str | None = None,
     output_type: str = "pil",
+    null_embeds: torch.Tensor | None = None,
+    step_hook=None,
 ) -> Generation:
     """Generate one image per prompt from one shared initial latent, under `controller` if given.
 
     `latent` (1, c, h, w) overrides `seed`. Guidance `<= 1` runs without classifier-free guidance.
+
+    `null_embeds` (steps, tokens, dim): the unconditional embedding of every step (null-text inversion, see
+    `sdlab.inversion`), in place of the negative prompt's, for every prompt. Row 0 goes in as
+    `negative_prompt_embeds`; at the end of step i the callback returns the pipeline's `prompt_embeds` (the
+    [unconditional, conditional] batch the pipeline concatenated under guidance) with row i + 1 in the
+    unconditional half. A row is read just before its step, after `step_hook`, so a hook may fill it as the run
+    goes. Unused at guidance `<= 1`. `step_hook(i, t, latents)` is called after step i (after the controller)
+    and may return changed latents.
     """
     check_pipeline(pipe)
     if isinstance(prompts, str):
@@ -93,19 +104,40 @@ def generate(
         guidance_scale=guidance,
         output_type=output_type,
     )
-    if controller is None:
+    pipe.scheduler.set_timesteps(steps)
+    n_steps, n = len(pipe.scheduler.timesteps), len(prompts)
+    swap = null_embeds is not None and guidance > 1
+    if null_embeds is not None:
+        if negative_prompt is not None:
+            raise ValueError("give negative_prompt or null_embeds (per-step unconditional embeddings), not both")
+        dim = pipe.text_encoder.config.hidden_size
+        if null_embeds.ndim != 3 or null_embeds.shape[0] != n_steps or null_embeds.shape[2] != dim:
+            raise ValueError(f"null_embeds must be (steps={n_steps}, tokens, {dim}), one row per denoising step; "
+                             f"got {tuple(null_embeds.shape)}")
+        if swap:
+            kwargs["negative_prompt_embeds"] = null_embeds[:1].to(device, dtype).expand(n, -1, -1)
+    if controller is None and step_hook is None and not swap:
         out = pipe(**kwargs)
     else:
-        pipe.scheduler.set_timesteps(steps)
-        run = Run(tuple(prompts), len(pipe.scheduler.timesteps), (h, w), device, dtype)
+        run = Run(tuple(prompts), n_steps, (h, w), device, dtype)
 
         def step_end(pipeline, i, t, tensors):
-            latents = controller.step_end(i, tensors["latents"])
-            controller.set_step(i + 1)
-            return {"latents": latents}
+            latents = tensors["latents"]
+            if controller is not None:
+                latents = controller.step_end(i, latents)
+                controller.set_step(i + 1)
+            if step_hook is not None:
+                changed = step_hook(i, t, latents)
+                latents = latents if changed is None else changed
+            if not swap or i + 1 >= n_steps:
+                return {"latents": latents}
+            embeds = tensors["prompt_embeds"]
+            null = null_embeds[i + 1 : i + 2].to(embeds).expand(n, -1, -1)
+            return {"latents": latents, "prompt_embeds": torch.cat([null, embeds[n:]])}
 
-        with control(pipe.unet, controller, run):
-            out = pipe(**kwargs, callback_on_step_end=step_end)
+        with control(pipe.unet, controller, run) if controller is not None else nullcontext():
+            out = pipe(**kwargs, callback_on_step_end=step_end,
+                       callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"])
     images = out.images
     if output_type == "latent":
         images = list(images)
