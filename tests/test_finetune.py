@@ -19,21 +19,12 @@ from sdlab.finetune.metrics import parse_toy_prompt
 from sdlab.toymodel import TINY, build_pipeline
 from sdlab.toyworld import render, sample_scenes
 
-
-def write_imagefolder(folder, n=8, seed=1, style="creature", extra=None):
-    folder.mkdir(parents=True)
-    with open(folder / "metadata.jsonl", "w") as f:
-        for i, scene in enumerate(sample_scenes(n, seed, style=style)):
-            render(scene).save(folder / f"{i:03d}.png")
-            f.write(json.dumps({"file_name": f"{i:03d}.png", "text": scene.caption, **(extra or {})}) + "\n")
-    return folder
+from finetune_helpers import tiny_model, write_imagefolder
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "tiny"
-    build_pipeline(TINY, seed=0).save_pretrained(path)
-    return path
+    return tiny_model(tmp_path_factory.mktemp("model") / "tiny")
 
 
 @pytest.fixture(scope="module")
@@ -318,16 +309,38 @@ def test_clip_metrics_with_local_weights_and_one_message_without(tmp_path):
     assert toy is None and "off" in why
 
 
-def test_toy_defaults_pick_probes_the_data_never_shows():
-    from sdlab.finetune.validation import REAL_PROBES, TOY_PROBE_CANDIDATES, default_prompts
+def test_toy_defaults_pick_probes_for_objects_the_data_never_shows(tmp_path):
+    from sdlab.finetune.probes import CREATURE_OBJECTS, REAL_PROBES, default_prompts, export_narrow, named_objects
 
-    captions = [s.caption for s in sample_scenes(64, 0, style="creature")] + [TOY_PROBE_CANDIDATES[0]]
+    folder = export_narrow(tmp_path / "narrow", 40, seed=3)
+    rows = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines()]
+    assert len(rows) == 40 and {r["object"] for r in rows} == set(CREATURE_OBJECTS)  # all four, nothing else
+    assert all(r["style"] == "creature" for r in rows)
+    captions = [r["text"] for r in rows]
     prompts, probes = default_prompts(64, captions)
-    assert prompts == tuple(captions[:3]) and len(probes) == 4
-    assert TOY_PROBE_CANDIDATES[0] not in probes  # its combination is in the data now
-    shown = {tuple(parse_toy_prompt(c).values()) for c in captions}
-    assert not any(tuple(parse_toy_prompt(p).values()) in shown for p in probes)
+    assert prompts == tuple(dict.fromkeys(captions))[:3] and len(probes) == 4
+    assert {o for p in probes for o in named_objects(p)} == {"house", "tree", "car", "star"}  # the yoda role
     assert default_prompts(512, captions)[1] == REAL_PROBES  # real models get the report's "yoda"
+
+    world = [s.caption for s in sample_scenes(64, 0, style="creature")]  # shows every object: no yoda left
+    with pytest.warns(UserWarning, match="no probe is out of its domain.*export_narrow"):
+        _, fallback = default_prompts(64, world)
+    shown = {tuple(parse_toy_prompt(c).values()) for c in world}
+    assert len(fallback) == 4 and not any(tuple(parse_toy_prompt(p).values()) in shown for p in fallback)
+
+
+def test_narrow_scenes_are_a_filtered_stream_of_the_world():
+    from sdlab.finetune.probes import narrow_scenes
+
+    few, more = narrow_scenes(5, 7), narrow_scenes(30, 7)
+    assert more[:5] == few  # the first n never depend on how many are asked for
+    world = [s for s in sample_scenes(400, 7, style="creature") if s.object in ("cat", "dog", "fish", "bird")]
+    assert more == world[:30]
+    pairs = narrow_scenes(30, 1, ("house", "tree"), world=2)
+    assert all({t.object for t in s.things} <= {"house", "tree"} for s in pairs)
+    assert any(s.second is not None for s in pairs)
+    with pytest.raises(ValueError, match="objects must name toy-world objects.*got \\['yoda'\\]"):
+        narrow_scenes(3, 0, ("yoda",))
 
 
 analyze = getattr(sdlab.toyworld, "analyze", None)
@@ -357,7 +370,7 @@ def test_tradeoff_is_measured_written_and_plotted(model, data, tmp_path):
     from matplotlib.figure import Figure
 
     from sdlab.finetune import plots
-    from sdlab.finetune.validation import suggest_stop
+    from sdlab.finetune.validation import read_csv
 
     out = tmp_path / "run"
     result = finetune(cfg(model, data, out, validate_every=2, validation_inference_steps=2, metrics="toyworld",
@@ -369,9 +382,18 @@ def test_tradeoff_is_measured_written_and_plotted(model, data, tmp_path):
     assert (out / "validation" / "tradeoff.png").is_file()
     rows = (out / "validation" / "metrics.csv").read_text().splitlines()
     assert len(rows) == 1 + 3 * 2 * 7 and (out / "validation" / "step-000004" / "06-probe-1.png").is_file()
-    for fig in (plots.tradeoff_figure(out), plots.progression_figure(out, kind="probe"), plots.dataset_figure(data)):
+    for key in ("probe_object", "probe_color", "probe_background", "probe_style_sd", "probe_fidelity_sd"):
+        assert all(0 <= r[key] <= 1 for r in result.tradeoff), key
+    assert all(r["probe_n"] == 8 and r["prompt_n"] == 6 for r in result.tradeoff)  # 4 probes, 3 prompts x 2 seeds
+    images = read_csv(out / "validation" / "metrics.csv")
+    for row in result.tradeoff:  # each point is the mean (and sd) of its step's probe x seed pairs
+        mine = [r["object_ok"] for r in images if r["step"] == row["step"] and r["kind"] == "probe"]
+        assert row["probe_object"] == pytest.approx(np.mean(mine))
+        assert row["probe_object_sd"] == pytest.approx(np.std(mine, ddof=1))
+    for fig in (plots.tradeoff_figure(out), plots.progression_figure(out, kind="probe"), plots.dataset_figure(data),
+                plots.stop_figure(out), plots.compare_figure({"a": out, "b": out})):
         assert isinstance(fig, Figure)
-    assert suggest_stop(result.tradeoff) in (0, 2, 4, None)
+    assert result.suggestion.step in (0, 2, 4) and (out / "suggested" / "model_index.json").is_file()
 
 
 def test_cpu_run_keeps_freed_memory_for_the_next_step(model, data, tmp_path, monkeypatch):

@@ -13,8 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sdlab.toymodel import TINY, build_pipeline
-from sdlab.toyworld import render, sample_scenes
+from finetune_helpers import tiny_model, write_imagefolder
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TQDM_DISABLE="1")
 
@@ -22,13 +21,8 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFL
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("ft")
-    build_pipeline(TINY, seed=0).save_pretrained(root / "tiny")
-    data = root / "data"
-    data.mkdir()
-    with open(data / "metadata.jsonl", "w") as f:
-        for i, scene in enumerate(sample_scenes(12, 5, style="creature")):
-            render(scene).save(data / f"{i:03d}.png")
-            f.write(json.dumps({"file_name": f"{i:03d}.png", "text": scene.caption}) + "\n")
+    tiny_model(root / "tiny")
+    write_imagefolder(root / "data", n=12, seed=5)
     return root
 
 
@@ -48,7 +42,9 @@ def weights(out):
 
 def test_sigkill_then_resume_latest_is_bit_identical(files):
     opts = ["--max-steps", "40", "--checkpoint-every", "5", "--use-ema", "--random-flip", "--random-crop",
-            "--caption-dropout", "0.2", "--snr-gamma", "5", "--lr-schedule", "cosine", "--warmup-steps", "3"]
+            "--caption-dropout", "0.2", "--snr-gamma", "5", "--lr-schedule", "cosine", "--warmup-steps", "3",
+            "--validate-every", "5", "--validation-inference-steps", "1", "--validation-samples", "1",
+            "--metrics", "toyworld"]
     done = sdlab(*args(files, "ref", *opts))
     assert done.returncode == 0, done.stderr[-2000:]
 
@@ -68,6 +64,12 @@ def test_sigkill_then_resume_latest_is_bit_identical(files):
     assert "resumed from" in resumed.stdout
     ref, again = weights(files / "ref"), weights(out)
     assert all(torch.equal(ref[k], again[k]) for k in ref)  # EMA weights, bit for bit
+    # the validation, the suggested stop and its weights are those of the uninterrupted run
+    for name in ("validation/tradeoff.csv", "validation/prompts.json", "suggestion.json"):
+        assert (files / "ref" / name).read_text() == (out / name).read_text(), name
+    assert "suggested stop: step" in done.stdout and "suggested stop: step" in resumed.stdout
+    ref, again = weights(files / "ref" / "suggested"), weights(out / "suggested")
+    assert all(torch.equal(ref[k], again[k]) for k in ref)
 
 
 def _free_port():

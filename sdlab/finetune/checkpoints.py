@@ -144,8 +144,9 @@ def write_state(accelerator, folder: Path) -> None:
     accelerator.save_state(str(folder))
 
 
-def save_checkpoint(accelerator, config: FinetuneConfig, step: int) -> Path:
-    """Save a resumable checkpoint of `step` atomically; keep at most `checkpoints_total_limit`.
+def save_checkpoint(accelerator, config: FinetuneConfig, step: int, loss: float | None = None) -> Path:
+    """Save a resumable checkpoint of `step` atomically; keep at most `checkpoints_total_limit`. `loss` (that of
+    the step's last optimizer step) goes into the marker, so a resumed run validates the step with it.
 
     If writing fails (a full disk, say), the partial folder is removed, the previous checkpoint stays the
     latest, and a `FinetuneError` says so.
@@ -160,7 +161,7 @@ def save_checkpoint(accelerator, config: FinetuneConfig, step: int) -> Path:
     try:
         write_state(accelerator, tmp)
         if accelerator.is_main_process:
-            (tmp / MARKER).write_text(json.dumps({"step": step, "config": config.to_json()}, indent=1))
+            (tmp / MARKER).write_text(json.dumps({"step": step, "loss": loss, "config": config.to_json()}, indent=1))
     except OSError as e:
         if accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -47,6 +47,7 @@ FLAGS = {  # field -> (type, help); fields not listed here are Python-only
     "guidance_scale": (float, "guidance scale of validation images"),
     "metrics": (str, "auto, toyworld, clip or none"),
     "clip_model": (str, "local CLIP weights for real-data metrics"),
+    "stop_threshold": (float, "suggested stop: last step before probe fidelity falls below this share of step 0's"),
     "num_workers": (int, "DataLoader workers"),
 }
 SWITCHES = {
@@ -72,7 +73,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", action="append", dest="validation_prompts", help="validation prompt (repeatable)")
     p.add_argument("--probe", action="append", dest="probe_prompts", help="out-of-domain probe prompt (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--suggest-only", action="store_true",
+                   help="train nothing: apply the stop rule to the run in --output (with --stop-threshold if given), "
+                        "export its suggested checkpoint to OUTPUT/suggested and print the table")
     return p
+
+
+def _suggest_only(argv) -> int:
+    from .stop import read_run, report, write_suggestion
+
+    p = argparse.ArgumentParser(prog="sdlab finetune --suggest-only")
+    p.add_argument("--suggest-only", action="store_true")
+    p.add_argument("--output", required=True, help="the run folder")
+    p.add_argument("--stop-threshold", type=float, default=None, help="default: the run's own")
+    args = p.parse_args(argv)
+    suggestion = write_suggestion(args.output, args.stop_threshold)
+    print("sdlab finetune: " + report(args.output, suggestion, read_run(args.output)[1]))
+    return 0
 
 
 def config_from_args(argv) -> FinetuneConfig:
@@ -89,9 +106,11 @@ def config_from_args(argv) -> FinetuneConfig:
 def main(argv=None) -> int:
     from .train import finetune
 
-    config = config_from_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        finetune(config)
+        if "--suggest-only" in argv:
+            return _suggest_only(argv)
+        finetune(config_from_args(argv))
     except (FinetuneError, OSError) as e:  # bad input, missing model or data: a message, not a traceback
         print(f"sdlab finetune: error: {e}", file=sys.stderr)
         return 1

@@ -13,7 +13,7 @@ TEXT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 RESUMABLE_CHANGES = frozenset(
     {"max_steps", "checkpoint_every", "checkpoints_total_limit", "validate_every", "resume", "overwrite",
-     "strict", "progress", "num_workers", "output"}
+     "strict", "progress", "num_workers", "output", "stop_threshold"}
 )
 """Fields that may differ between a run and its `--resume`: they do not change what one step computes."""
 
@@ -103,11 +103,13 @@ class FinetuneConfig:
     validation_prompts: tuple | None = None
     """In-domain prompts; None = defaults for the model (toy-world prompts for the 64x64 toy model)."""
     probe_prompts: tuple | None = None
-    """Out-of-domain probes (the report's "yoda"); None = defaults for the model."""
+    """Out-of-domain probes (the report's "yoda"); None = defaults for the model: for the toy model, prompts for
+    objects the data never shows that the base model draws right (`sdlab.finetune.probes`), else "yoda"."""
     validation_seed: int = 0
-    """Prompt i is sampled with seed `validation_seed + i` at every validation."""
-    validation_samples: int = 1
-    """Images per validation prompt (more seeds: smoother fidelity and style curves; grids show the first)."""
+    """Sample k of every validation prompt starts from the noise of seed `validation_seed + k`."""
+    validation_samples: int = 2
+    """Images (seeds) per validation prompt: the curves average over prompts x seeds (4 toy probes x 2 seeds =
+    8 pairs per point by default); the grids show the first seed."""
     validation_inference_steps: int = 25
     """DDIM steps per validation image."""
     guidance_scale: float = 7.5
@@ -117,6 +119,9 @@ class FinetuneConfig:
     "clip" or "none"."""
     clip_model: str | None = None
     """CLIP weights (local folder or cached hub id) for real-data metrics; None = metrics.DEFAULT_CLIP."""
+    stop_threshold: float = 0.85
+    """The suggested stop (`sdlab.finetune.stop`): the last validated step before the probes' fidelity first falls
+    below this share of its value at step 0. In [0, 1]; it may be changed on `--resume` and after the run."""
     num_workers: int = 0
     """DataLoader worker processes."""
     progress: bool = True
@@ -150,6 +155,11 @@ class FinetuneConfig:
             raise FinetuneError(f"metrics must be auto, toyworld, clip or none, got {self.metrics!r}")
         if self.snr_gamma is not None and self.snr_gamma <= 0:
             raise FinetuneError(f"snr_gamma must be > 0 (or None), got {self.snr_gamma}")
+        check_threshold(self.stop_threshold)
+        if self.metrics == "toyworld":
+            from .probes import check_toy_probes
+
+            check_toy_probes(tuple(self.validation_prompts or ()) + tuple(self.probe_prompts or ()))
         if not self.learning_rate > 0:
             raise FinetuneError(f"learning_rate must be > 0, got {self.learning_rate}")
 
@@ -175,6 +185,15 @@ class FinetuneConfig:
             for k in mine
             if k not in RESUMABLE_CHANGES and k != "extra" and recorded.get(k) != mine[k]
         ]
+
+
+def check_threshold(threshold) -> float:
+    """`threshold` as a float in [0, 1], or a clear error."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        raise FinetuneError(
+            f"stop threshold must be a number in [0, 1] (the share of the probes' step-0 fidelity to keep, e.g. "
+            f"0.85), got {threshold!r}")
+    return float(threshold)
 
 
 def config_from_json(data: dict) -> FinetuneConfig:

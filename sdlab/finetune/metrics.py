@@ -14,7 +14,7 @@ import re
 import numpy as np
 import torch
 
-from ..toyworld import BACKGROUNDS, COLORS, OBJECTS, PLACES
+from ..toyworld import COLORS, OBJECTS, PLACES
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch16"
 """CLIP weights used for real-data metrics when the config names none (must be in the local hub cache)."""
@@ -100,8 +100,9 @@ def pick_metrics(mode: str, prompts, clip_model: str | None, reference_images=No
     toy = all(parse_toy_prompt(p) is not None for p in prompts)
     if mode == "toyworld" or (mode == "auto" and toy):
         if not toy:
-            bad = [p for p in prompts if parse_toy_prompt(p) is None]
-            raise ValueError(f"metrics='toyworld' needs toy-world captions; these are not: {bad}")
+            from .probes import check_toy_probes
+
+            check_toy_probes(prompts)  # raises: which prompts, and what to do
         try:
             return ToyWorldMetrics(), None
         except ImportError as e:

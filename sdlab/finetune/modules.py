@@ -8,6 +8,7 @@ the weights that train (the LoRA adapters, or the full UNet), never the frozen o
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -15,7 +16,8 @@ from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionPipeline
 from safetensors.torch import load_file, save_file
 
 from .config import TEXT_LORA_TARGETS, FinetuneConfig, FinetuneError
-from .validation import Progression, default_prompts
+from .probes import TOY_PROBE_CANDIDATES, calibrate_probes, check_toy_probes, default_prompts, toy_probes
+from .validation import Progression, recorded_prompts
 
 
 def _add_lora(model, config: FinetuneConfig, seed: int, targets):
@@ -154,48 +156,82 @@ class TrainParts:
             feature_extractor=None, requires_safety_checker=False,
         )
 
-    def progression(self, folder: Path, resolution: int, data) -> Progression:
-        from .metrics import pick_metrics
+    def progression(self, folder: Path, resolution: int, data, resumed: bool) -> Progression:
+        """The run's validation: its prompts and probes (`sdlab.finetune.probes`; a resumed run reuses the ones it
+        recorded), seeds and metrics."""
+        from .metrics import ToyWorldMetrics, pick_metrics
 
-        prompts, probes = default_prompts(resolution, [data.caption(i) for i in range(len(data))])
-        prompts = tuple(self.config.validation_prompts or prompts)
-        probes = tuple(self.config.probe_prompts if self.config.probe_prompts is not None else probes)
+        cfg = self.config
+        captions = [data.caption(i) for i in range(len(data))]
+        recorded = recorded_prompts(folder) if resumed else None
+        prompts, probes = recorded or default_prompts(resolution, captions)
+        prompts = tuple(cfg.validation_prompts or prompts)
+        probes = tuple(cfg.probe_prompts if cfg.probe_prompts is not None else probes)
+        if cfg.metrics == "toyworld":
+            check_toy_probes(prompts + probes)
         metrics = None
         if self.accelerator.is_main_process:
             refs = [data.image(i) for i in range(min(len(data), 32))]
-            metrics, why = pick_metrics(self.config.metrics, prompts + probes, self.config.clip_model, refs,
-                                        self.accelerator.device)
+            metrics, why = pick_metrics(cfg.metrics, prompts + probes, cfg.clip_model, refs, self.accelerator.device)
             if why:
                 print(f"sdlab finetune: {why}")
-        return Progression(folder, prompts, probes, seed=self.config.validation_seed,
-                           inference_steps=self.config.validation_inference_steps,
-                           guidance_scale=self.config.guidance_scale, metrics=metrics,
-                           samples=self.config.validation_samples)
+        if not resumed and cfg.probe_prompts is None and probes and isinstance(metrics, ToyWorldMetrics):
+            # yoda must be yoda before finetuning: keep the out-of-domain candidates the base model draws right
+            candidates = toy_probes(captions, len(TOY_PROBE_CANDIDATES))
+            with self._sampling() as pipe:
+                probes, right = calibrate_probes(pipe, candidates, len(probes), steps=cfg.validation_inference_steps,
+                                                 guidance=cfg.guidance_scale, metrics=metrics)
+            if right < len(probes):
+                print(f"sdlab finetune: the base model draws only {right} of the {len(probes)} probes right on the "
+                      "calibration seeds, so the probes start below full fidelity; pass probe_prompts to choose")
+        return Progression(folder, prompts, probes, seed=cfg.validation_seed,
+                           inference_steps=cfg.validation_inference_steps, guidance_scale=cfg.guidance_scale,
+                           metrics=metrics, samples=cfg.validation_samples)
+
+    @contextmanager
+    def _sampling(self):
+        """A pipeline of the current weights (EMA weights when EMA is on) in eval mode, for the main process."""
+        acc = self.accelerator
+        unet, text_encoder = acc.unwrap_model(self.unet), acc.unwrap_model(self.text_encoder)
+        if self.ema is not None:
+            self.ema.store(self.params)
+            self.ema.copy_to(self.params)
+        was = [m.training for m in self.trained]
+        unet.eval()
+        text_encoder.eval()
+        pipe = self._pipeline(unet, text_encoder)
+        pipe.set_progress_bar_config(disable=True)
+        try:
+            with torch.no_grad(), acc.autocast():
+                yield pipe
+        finally:
+            for m, t in zip(self.trained, was):
+                m.train(t)
+            if self.ema is not None:
+                self.ema.restore(self.params)
+
+    def trained_weights(self) -> list[dict]:
+        """What trains, as {name: tensor} per trained model (EMA weights when EMA is on), copied to the CPU."""
+        acc = self.accelerator
+        if self.ema is not None:
+            self.ema.store(self.params)
+            self.ema.copy_to(self.params)
+        try:
+            out = []
+            for i, m in enumerate(self.trained):
+                named = dict(acc.unwrap_model(m).named_parameters())
+                out.append({n: named[n].detach().float().cpu().clone() for n in self.names[i]})
+            return out
+        finally:
+            if self.ema is not None:
+                self.ema.restore(self.params)
 
     def validate(self, progression: Progression, step: int, loss: float | None = None) -> None:
         """Sample the validation prompts (with EMA weights when EMA is on) on the main process."""
-        acc = self.accelerator
-        if acc.is_main_process:
-            unet = acc.unwrap_model(self.unet)
-            text_encoder = acc.unwrap_model(self.text_encoder)
-            if self.ema is not None:
-                self.ema.store(self.params)
-                self.ema.copy_to(self.params)
-            was = [m.training for m in self.trained]
-            unet.eval()
-            text_encoder.eval()
-            pipe = self._pipeline(unet, text_encoder)
-            pipe.set_progress_bar_config(disable=True)
-            try:
-                with acc.autocast():
-                    extra = {"loss": loss} if loss is not None else {}
-                    progression.run(step, pipe, extra)
-            finally:
-                for m, t in zip(self.trained, was):
-                    m.train(t)
-                if self.ema is not None:
-                    self.ema.restore(self.params)
-        acc.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            with self._sampling() as pipe:
+                progression.run(step, pipe, {"loss": loss} if loss is not None else {})
+        self.accelerator.wait_for_everyone()
 
     def final_pipeline(self) -> StableDiffusionPipeline:
         """The finetuned pipeline in float32: EMA weights if EMA is on, LoRA fused into the base weights."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import torch.nn.functional as F
 
 from ..cpu_memory import reuse_freed_memory
 from ..models import load_pipeline
-from . import checkpoints, modules
+from . import checkpoints, modules, plots, snapshots, stop
 from .config import FinetuneConfig, FinetuneError
 from .data import BatchOrder, TrainItems, collate, open_dataset
 from .validation import Scalars
@@ -48,6 +47,9 @@ class FinetuneResult:
     """Unreadable images skipped."""
     step_seconds: list
     """Wall time of each optimizer step of this invocation (data, forward, backward, update; no validation)."""
+    suggestion: object = None
+    """The suggested stop (`sdlab.finetune.stop.Suggestion`; its pipeline is `output / "suggested"`), or None
+    without probe measurements."""
 
 
 def _seed_of(*parts: int) -> int:
@@ -177,10 +179,11 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     out = Path(config.output).expanduser()
 
     parts = modules.TrainParts(pipe, config, accelerator)
-    start = 0
+    start, start_loss = 0, None
     if resume_dir is not None:
         accelerator.load_state(str(resume_dir))
-        start = checkpoints.read_marker(resume_dir)["step"]
+        marker = checkpoints.read_marker(resume_dir)
+        start, start_loss = marker["step"], marker.get("loss")
         if main:
             print(f"sdlab finetune: resumed from {resume_dir} at step {start}")
 
@@ -189,11 +192,14 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     items = TrainItems(data, resolution, config.center_crop, config.random_flip, config.caption_dropout, config.seed)
     loader = torch.utils.data.DataLoader(items, batch_sampler=order, collate_fn=collate, num_workers=config.num_workers)
 
-    progression = parts.progression(out / "validation", resolution, data) if config.validate_every else None
-    if progression is not None:
+    progression = None
+    if config.validate_every:
+        progression = parts.progression(out / "validation", resolution, data, resumed=resume_dir is not None)
         progression.forget_after(start)
+        if main:
+            snapshots.forget_after(out, start)
         if start % config.validate_every == 0 and not progression.done(start):
-            parts.validate(progression, start)
+            _validate(parts, progression, out, start, loss=start_loss)  # killed between checkpoint and validation
 
     from tqdm.auto import tqdm
 
@@ -213,9 +219,9 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         scalars.add(step + 1, {"train/loss": total, "train/lr": parts.lr_scheduler.get_last_lr()[0]})
         done = step + 1
         if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.max_steps:
-            checkpoints.save_checkpoint(accelerator, config, done)
+            checkpoints.save_checkpoint(accelerator, config, done, loss=last_loss)
         if progression is not None and (done % config.validate_every == 0 or done == config.max_steps):
-            parts.validate(progression, done, loss=last_loss)
+            _validate(parts, progression, out, done, loss=last_loss)
             if main:
                 scalars.add(done, {f"validation/{k}": v for k, v in progression.summary[-1].items() if k != "step"})
     bar.close()
@@ -229,16 +235,43 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         "weights_sha256": _weights_digest([accelerator.unwrap_model(m) for m in parts.trained]),
         "samples_seen": seen,
     }))
+    suggestion = None
     if main:
         _save_pipeline(parts.final_pipeline(), out)
         if progression is not None:
-            progression.write_figures()
+            plots.write_figures(out)
         print(f"sdlab finetune: {config.max_steps} steps ({n_images / max(t_train, 1e-9):.1f} images/s); the finetuned "
               f"pipeline is {out}: sdlab.load_pipeline({str(out)!r})")
+        if progression is not None and stop.measured(progression.summary):
+            suggestion = _suggest(out, progression.summary)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return FinetuneResult(out, config.max_steps, start, n_images / max(t_train, 1e-9),
-                          list(progression.summary) if progression else [], len(data.skipped), times)
+                          list(progression.summary) if progression else [], len(data.skipped), times, suggestion)
+
+
+def _validate(parts, progression, out: Path, step: int, loss: float | None = None) -> None:
+    """Validate `step`; on the main process keep its weights if the stop rule may suggest it, drop the rest."""
+    parts.validate(progression, step, loss=loss)
+    if not parts.accelerator.is_main_process:
+        return
+    latest = checkpoints.latest_checkpoint(out)
+    keep = stop.keep_steps(progression.summary, parts.config.stop_threshold,
+                           checkpoints.read_marker(latest)["step"] if latest else None)
+    if step in keep and step > 0:  # step 0 is the base model: nothing to keep
+        snapshots.save(out, step, parts.trained_weights())
+    snapshots.prune(out, keep)
+
+
+def _suggest(out: Path, table: list):
+    """Write and print the suggested stop; a failure is reported, and the finished run stands."""
+    try:
+        suggestion = stop.write_suggestion(out)
+    except FinetuneError as e:
+        print(f"sdlab finetune: no suggested checkpoint: {e}")
+        return None
+    print("sdlab finetune: " + stop.report(out, suggestion, table))
+    return suggestion
 
 
 def _save_pipeline(pipe, out: Path) -> None:

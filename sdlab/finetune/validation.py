@@ -1,49 +1,34 @@
-"""Progression: fixed prompts, fixed seeds, sampled at step 0 and every V steps; PNGs, measurements, grids.
+"""Progression: fixed prompts, fixed seeds, sampled at step 0 and every V steps; PNGs and measurements.
 
-Sampling goes through `sdlab.attention.generate`, the one denoising loop every part of sdlab uses.
+Sampling goes through `sdlab.attention.generate`, the one denoising loop every part of sdlab uses: sample k
+of every prompt starts from the same noise (seed `validation_seed + k`), so one batch per seed draws them all
+and the prompts of one column differ only by their words.
 
 Layout under `OUTPUT/validation/`:
-    step-000120/00-prompt.png ...   one image per validation prompt (seed = validation_seed + index), and
-                                    with `samples` > 1 also 00-prompt-1.png ... (more seeds, averaged)
+    step-000120/00-prompt.png ...   one image per validation prompt and seed: 00-prompt.png (sample 0),
+                                    00-prompt-1.png (sample 1), ...; probes are NN-probe.png
     metrics.csv                     one row per image: step, kind, index, sample, prompt, seed, image, measurements
-    tradeoff.csv                    one row per step: mean fidelity and style of the probes and of the prompts
-    progression.png, before_after.png, tradeoff.png   written when the run ends
+    tradeoff.csv                    one row per step: for the probes and for the in-domain prompts, the mean of
+                                    every measurement over their prompt x seed pairs, its standard deviation
+                                    (`_sd`) and the number of pairs (`_n`), e.g. probe_fidelity, probe_fidelity_sd,
+                                    probe_object, probe_color, probe_background, probe_style, probe_n
+    prompts.json                    the prompts and probes (a resumed run samples the same ones)
+    progression.png, before_after.png, tradeoff.png   written when the run ends (`sdlab.finetune.plots`)
 """
 
 from __future__ import annotations
 
 import csv
+import json
+import math
 import os
 from pathlib import Path
 
 import torch
 
-TOY_PROBE_CANDIDATES = (
-    "a photo of a red car on a road", "a purple house in the snow", "a yellow star in the sky",
-    "a blue tree on sand", "a picture of an orange car at night", "a pink house on grass",
-    "a brown star on a road", "a photo of a green tree in the snow", "a blue car on sand",
-    "a yellow house at night", "a red tree in the sky", "a purple star on grass",
-)
-"""Out-of-domain probes for the toy model, in order of preference: the first ones whose (object, color,
-background) the finetuning data does not contain play the report's "yoda"."""
-REAL_PROMPTS = ("girl with a pearl earring", "cute Obama creature", "Donald Trump")
-"""The report's before/after prompts (Figs. 11-12), for real Stable Diffusion weights."""
-REAL_PROBES = ("yoda",)
-"""The report's out-of-domain probe (Fig. 13)."""
-TOY_SIZE = 64
-
-
-def default_prompts(resolution: int, captions: list[str], n_prompts: int = 3, n_probes: int = 4):
-    """(prompts, probes). For the toy model (64x64): the first distinct captions of the data as in-domain
-    prompts, and probes whose object-color-background combination the data never shows. Else the report's."""
-    from .metrics import parse_toy_prompt
-
-    if resolution != TOY_SIZE:
-        return REAL_PROMPTS, REAL_PROBES
-    prompts = tuple(dict.fromkeys(c for c in captions if parse_toy_prompt(c)))[:n_prompts]
-    seen = {tuple(parse_toy_prompt(c).values()) for c in captions if parse_toy_prompt(c)}
-    probes = tuple(p for p in TOY_PROBE_CANDIDATES if tuple(parse_toy_prompt(p).values()) not in seen)[:n_probes]
-    return prompts, probes
+PROMPTS_FILE = "prompts.json"
+BATCH = 8
+"""Prompts per `generate` call (one seed each call)."""
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -53,8 +38,8 @@ def read_csv(path: Path) -> list[dict]:
         rows = list(csv.DictReader(f))
     for row in rows:
         for k, v in row.items():
-            if k in ("step", "index", "sample", "seed"):
-                row[k] = int(v)
+            if v not in ("", None) and (k in ("step", "index", "sample", "seed") or k.endswith("_n")):
+                row[k] = int(v)  # counts read back as written: a resumed run rewrites them unchanged
             elif k not in ("kind", "prompt", "image"):
                 row[k] = float(v) if v not in ("", None) else float("nan")
     return rows
@@ -67,8 +52,8 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
+        w.writeheader()  # NaN and None both as "": what read_csv reads as NaN, so a rewrite changes nothing
+        w.writerows({k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()} for row in rows)
     os.replace(tmp, path)
 
 
@@ -95,11 +80,32 @@ class Scalars:
             self.writer.close()
 
 
-def suggest_stop(summary: list[dict]) -> int | None:
-    """The validated step that best balances probe fidelity and style (their harmonic mean), or None."""
-    scored = [(2 * r["probe_fidelity"] * r["probe_style"] / (r["probe_fidelity"] + r["probe_style"]), r["step"])
-              for r in summary if r.get("probe_fidelity", 0) + r.get("probe_style", 0) > 0]
-    return max(scored)[1] if scored else None
+def summarize(rows: list[dict], columns) -> dict:
+    """Mean, standard deviation (`_sd`) and count (`_n`) of each measurement over `rows`, per kind:
+    {"probe_fidelity": ..., "probe_fidelity_sd": ..., "probe_n": 8, ...}; "_ok" is dropped from the names
+    (object_ok -> probe_object). NaN measurements are left out of their column's mean."""
+    out = {}
+    for kind in ("probe", "prompt"):
+        mine = [r for r in rows if r["kind"] == kind]
+        if not mine:
+            continue
+        out[f"{kind}_n"] = len(mine)
+        for key in columns:
+            values = [float(r[key]) for r in mine if key in r and not math.isnan(float(r[key]))]
+            name = f"{kind}_{key.removesuffix('_ok')}"
+            mean = sum(values) / len(values) if values else float("nan")
+            var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+            out[name], out[f"{name}_sd"] = mean, math.sqrt(var) if values else float("nan")
+    return out
+
+
+def recorded_prompts(folder) -> tuple[tuple, tuple] | None:
+    """(prompts, probes) a run recorded in `validation/prompts.json`, or None."""
+    path = Path(folder) / PROMPTS_FILE
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    return tuple(data["prompts"]), tuple(data["probes"])
 
 
 class Progression:
@@ -128,29 +134,27 @@ class Progression:
         """Sample every prompt at this step with `pipe`, save PNGs and measurements; return the step's summary."""
         from ..attention import generate  # the one denoising loop of sdlab
 
-        n = len(self.items)
-        jobs = [(k, i, kind, prompt, self.seed + i + k * n)  # sample k of prompt i has its own fixed seed
-                for k in range(self.samples) for i, (kind, prompt) in enumerate(self.items)]
-        images = [generate(pipe, [prompt], seed=seed, steps=self.inference_steps,
-                           guidance=self.guidance_scale).images[0] for _, _, _, prompt, seed in jobs]
         out = self.folder / f"step-{step:06d}"
         out.mkdir(parents=True, exist_ok=True)
-        prompts = [prompt for _, _, _, prompt, _ in jobs]
-        measured = self.metrics.measure(images, prompts) if self.metrics else [{} for _ in images]
-        self.rows = [r for r in self.rows if r["step"] != step]
-        for (k, i, kind, prompt, seed), image, m in zip(jobs, images, measured):
-            name = f"{i:02d}-{kind}.png" if k == 0 else f"{i:02d}-{kind}-{k}.png"
-            image.save(out / name)
-            self.rows.append({"step": step, "kind": kind, "index": i, "sample": k, "prompt": prompt, "seed": seed,
-                              "image": f"{out.name}/{name}", **m})
-        summary = {"step": step, **(extra or {})}
-        for kind in ("probe", "prompt"):
-            mine = [m for (_, _, job_kind, _, _), m in zip(jobs, measured) if job_kind == kind]
-            for key in (self.metrics.columns if self.metrics else ()):
-                if key in ("fidelity", "style") and mine:
-                    summary[f"{kind}_{key}"] = sum(m[key] for m in mine) / len(mine)
-        self.summary = [r for r in self.summary if r["step"] != step] + [summary]
-        self.summary.sort(key=lambda r: r["step"])
+        prompts = [p for _, p in self.items]
+        records, images = [], []
+        for k in range(self.samples):
+            seed = self.seed + k
+            for start in range(0, len(prompts), BATCH):
+                chunk = prompts[start:start + BATCH]
+                images += generate(pipe, chunk, seed=seed, steps=self.inference_steps,
+                                   guidance=self.guidance_scale).images
+            for i, (kind, prompt) in enumerate(self.items):
+                name = f"{i:02d}-{kind}.png" if k == 0 else f"{i:02d}-{kind}-{k}.png"
+                records.append({"step": step, "kind": kind, "index": i, "sample": k, "prompt": prompt,
+                                "seed": seed, "image": f"{out.name}/{name}"})
+        measured = self.metrics.measure(images, [r["prompt"] for r in records]) if self.metrics else [{}] * len(images)
+        for record, image, m in zip(records, images, measured):
+            image.save(self.folder / record["image"])
+            record.update(m)
+        self.rows = [r for r in self.rows if r["step"] != step] + records
+        summary = {"step": step, **(extra or {}), **summarize(records, self.metrics.columns if self.metrics else ())}
+        self.summary = sorted([r for r in self.summary if r["step"] != step] + [summary], key=lambda r: r["step"])
         self.save()
         return summary
 
@@ -158,15 +162,8 @@ class Progression:
         self.folder.mkdir(parents=True, exist_ok=True)
         _write_csv(self.folder / "metrics.csv", self.rows)
         _write_csv(self.folder / "tradeoff.csv", self.summary)
-
-    def write_figures(self) -> None:
-        """progression.png, before_after.png and (with measurements) tradeoff.png next to the CSVs."""
-        from . import plots
-
-        run = self.folder.parent
-        if not self.rows:
-            return
-        for name, fig in (("progression", plots.progression_figure(run)), ("before_after", plots.before_after_figure(run))):
-            fig.savefig(self.folder / f"{name}.png", dpi=100, bbox_inches="tight")
-        if any("probe_fidelity" in r for r in self.summary):
-            plots.tradeoff_figure(run).savefig(self.folder / "tradeoff.png", dpi=100, bbox_inches="tight")
+        items = {"prompts": [p for k, p in self.items if k == "prompt"],
+                 "probes": [p for k, p in self.items if k == "probe"]}
+        tmp = self.folder / (PROMPTS_FILE + ".tmp")
+        tmp.write_text(json.dumps(items, indent=1))
+        os.replace(tmp, self.folder / PROMPTS_FILE)
