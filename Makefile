@@ -15,13 +15,24 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sdlab-installed
 
-.PHONY: figures test
+.PHONY: figures test test-deps
 
 figures: $(STAMP)
 	$(PY) -m sdlab figures $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) test-deps
 	SDLAB_FIGURES_DIR=$(CURDIR)/build/test-figures $(PY) -m pytest --nbval-lax tests notebooks
+
+# What tests/test_browser.py drives: Debian's chromium and chromium-driver (apt, as root or through sudo) and
+# Selenium in the venv; each is installed only when missing.
+test-deps: $(STAMP)
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  echo "test-deps: installing chromium and chromium-driver (Debian packages) for the browser test"; \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
+	  { $$sudo apt-get update && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y chromium chromium-driver; } || \
+	  { echo "test-deps: could not install them; install Chromium and its chromedriver yourself" >&2; exit 1; }; \
+	fi
+	@$(PY) -c "import selenium" 2>/dev/null || $(PY) -m pip install "selenium>=4.11"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
