@@ -1,6 +1,9 @@
-"""What the finetuning tests build: the tiny random model as a folder, and a small captioned image folder."""
+"""What the finetuning tests build: the tiny random model as a folder, and a small captioned image folder; and
+the module fixtures `model` and `data` that hold one of each (import them into a test module to use them)."""
 
 import json
+
+import pytest
 
 from sdlab.toymodel import TINY, build_pipeline
 from sdlab.toyworld import render, sample_scenes
@@ -20,3 +23,13 @@ def write_imagefolder(folder, n=8, seed=1, style="creature", extra=None):
             render(scene).save(folder / f"{i:03d}.png")
             f.write(json.dumps({"file_name": f"{i:03d}.png", "text": scene.caption, **(extra or {})}) + "\n")
     return folder
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return tiny_model(tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_imagefolder(tmp_path_factory.mktemp("data") / "creatures")

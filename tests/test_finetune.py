@@ -19,17 +19,8 @@ from sdlab.finetune.metrics import parse_toy_prompt
 from sdlab.toymodel import TINY, build_pipeline
 from sdlab.toyworld import render, sample_scenes
 
-from finetune_helpers import tiny_model, write_imagefolder
+from finetune_helpers import data, model, write_imagefolder  # noqa: F401 (data, model: fixtures)
 
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return tiny_model(tmp_path_factory.mktemp("model") / "tiny")
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return write_imagefolder(tmp_path_factory.mktemp("data") / "creatures")
 
 
 def cfg(model, data, out, **kw):

@@ -12,7 +12,7 @@ import sdlab
 from sdlab.finetune import FinetuneConfig, FinetuneError, finetune, snapshots, stop, validation
 from sdlab.finetune.cli import main as cli_main
 
-from finetune_helpers import tiny_model, write_imagefolder
+from finetune_helpers import data, model  # noqa: F401 (fixtures)
 
 
 
@@ -85,15 +85,6 @@ def scripted(monkeypatch):
 
     return use
 
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return tiny_model(tmp_path_factory.mktemp("model") / "tiny")
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return write_imagefolder(tmp_path_factory.mktemp("data") / "creatures")
 
 
 def cfg(model, data, out, **kw):
