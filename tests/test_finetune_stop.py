@@ -2,6 +2,7 @@
 resuming a run around it, and bad input (a clear error, the run folder untouched)."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,16 @@ def test_probes_the_toy_metrics_cannot_score_are_refused_before_anything_is_writ
     with pytest.raises(FinetuneError, match=r"toy-world metrics cannot score \['yoda'\].*'a red house on grass'"):
         finetune(cfg(model, data, tmp_path / "run", metrics="toyworld", probe_prompts=("yoda",)))
     assert not (tmp_path / "run").exists()
+
+
+def test_summarize_gives_mean_spread_and_count_per_kind_and_leaves_nan_out():
+    from sdlab.finetune.validation import summarize
+
+    rows = [dict(kind="probe", fidelity=1.0, object_ok=1.0), dict(kind="probe", fidelity=0.5, object_ok=float("nan")),
+            dict(kind="probe", fidelity=0.0, object_ok=0.0), dict(kind="prompt", fidelity=0.25)]
+    out = summarize(rows, ["fidelity", "object_ok"])
+    assert out["probe_n"] == 3 and out["prompt_n"] == 1
+    assert out["probe_fidelity"] == pytest.approx(0.5) and out["probe_fidelity_sd"] == pytest.approx(0.5)
+    assert out["probe_object"] == pytest.approx(0.5) and out["probe_object_sd"] == pytest.approx(2 ** 0.5 / 2)
+    assert out["prompt_fidelity"] == 0.25 and out["prompt_fidelity_sd"] == 0.0
+    assert math.isnan(out["prompt_object"]) and math.isnan(out["prompt_object_sd"])  # no value at all

@@ -14,7 +14,8 @@ def tiny_cfg(tmp_path, name="run", **kw):
     base = dict(output=str(tmp_path / name), arch="tiny", n_images=32, vae_steps=3, unet_steps=4, batch_size=4,
                 warmup=2, checkpoint_minutes=0.0, device="cpu", decoder_steps=3, anneal_steps=3,
                 lr_floor=0.1, ema_text_encoder=True, pad_dropout=0.5,
-                anneal_pad_dropout=0.5)  # the options on: resume must restore them too
+                anneal_pad_dropout=0.5, object_isolation=0.5,
+                anneal_object_isolation=0.5)  # the options on: resume must restore them too
     return ToyTrainConfig(**(base | kw))
 
 
@@ -177,6 +178,40 @@ def test_padding_positions_start_after_each_rows_end_token():
     n_words = len(tok("a red cat on grass").input_ids)  # BOS, the words' tokens, EOS
     assert pad[0].tolist() == [False] * n_words + [True] * (tok.model_max_length - n_words)
     assert pad[1].tolist() == [False, False] + [True] * (tok.model_max_length - 2)
+
+
+def test_object_isolation_states_each_object_only_at_its_own_word():
+    from sdlab.toymodel.isolation import isolate_objects, object_token_ids
+    from sdlab.toyworld import OBJECTS
+
+    tok = build_pipeline(TINY, seed=0).tokenizer
+    ids = tok(["a red cat and a blue dog on grass", "a star at night", ""], padding="max_length",
+              max_length=tok.model_max_length, return_tensors="pt").input_ids
+    objects = object_token_ids(tok, OBJECTS)
+    calls = []
+
+    def encode(variants):  # a fake encoder that remembers its input: state = (row of the call, token id)
+        calls.append(variants)
+        return torch.stack([torch.arange(len(variants))[:, None].expand_as(variants), variants], dim=-1).float()
+
+    states = torch.full((3, tok.model_max_length, 2), -1.0)
+    out = isolate_objects(encode, ids, states, objects, 1.0, torch.Generator().manual_seed(0))
+    variants = calls[0].view(3, 2, -1)  # [all objects redrawn, first kept, second kept] x the two object rows
+    is_obj = torch.isin(ids[:2], objects)
+    assert (variants[0][is_obj] != ids[:2][is_obj]).all()  # every object word redrawn to another object...
+    assert torch.isin(variants[0][is_obj], objects).all()  # ...that is an object word
+    assert torch.equal(variants[0][~is_obj], ids[:2][~is_obj])  # nothing else touched
+    cat, dog, star = (tok.convert_tokens_to_ids(f"{w}</w>") for w in ("cat", "dog", "star"))
+    assert (variants[1] == cat).any() and not (variants[1] == dog).any()  # the first object's own variant
+    assert (variants[2] == dog).any() and not (variants[2] == cat).any()  # the second's
+    row_of = out[..., 0]  # which variant each position of the result was read from (rows 0-1: variant 0, ...)
+    assert row_of[0][ids[0] == cat].tolist() == [2] and row_of[0][ids[0] == dog].tolist() == [4]
+    assert row_of[1][ids[1] == star].tolist() == [3]
+    assert set(row_of[0][~is_obj[0]].tolist()) == {0} and set(row_of[1][~is_obj[1]].tolist()) == {1}
+    assert torch.equal(out[2], states[2])  # no object word: the states stay
+    assert torch.equal(isolate_objects(encode, ids, states, objects, 0.0, torch.Generator()), states)
+    with pytest.raises(ValueError, match="one token per object word"):
+        object_token_ids(tok, ["cat", "catdogfish"])
 
 
 def test_learning_rate_warms_up_then_decays_to_the_floor():

@@ -22,6 +22,7 @@ import csv
 import json
 import math
 import os
+import statistics
 from pathlib import Path
 
 import torch
@@ -93,9 +94,8 @@ def summarize(rows: list[dict], columns) -> dict:
         for key in columns:
             values = [float(r[key]) for r in mine if key in r and not math.isnan(float(r[key]))]
             name = f"{kind}_{key.removesuffix('_ok')}"
-            mean = sum(values) / len(values) if values else float("nan")
-            var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-            out[name], out[f"{name}_sd"] = mean, math.sqrt(var) if values else float("nan")
+            out[name] = statistics.fmean(values) if values else float("nan")
+            out[f"{name}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0 if values else float("nan")
     return out
 
 

@@ -45,6 +45,15 @@ class ToyTrainConfig:
     0.5 from scratch makes "bumpy" x4 reweighting work, but costs color, pattern and the object word's map IoU;
     the shipped recipe applies it in the anneal only (`anneal_pad_dropout`). The pipeline at inference is
     unchanged."""
+    object_isolation: float = 0.0
+    """Share of captions whose object words are isolated in phase 2 (`isolate_objects`): every state but an object
+    word's own is computed with the caption's object words drawn at random, and each object word's state with the
+    *other* object words drawn at random, so the UNet can read an object only from its own word. The causal text
+    encoder otherwise copies "cat" into every state after it ("on grass", the end token, the padding), and a
+    prompt-to-prompt replacement that keeps the maps but not those states still moves the object where the new
+    word's layout prior puts it. The pipeline at inference is unchanged."""
+    anneal_object_isolation: float = 0.0
+    """`object_isolation` during the anneal (phase 4) only."""
     seed: int = 0
     device: str | None = None
     """None: cuda if present, else cpu."""

@@ -31,10 +31,12 @@ from tqdm.auto import tqdm
 from transformers import CLIPTokenizer
 
 from ..models import pick_device
+from ..toyworld import OBJECTS
 from .architecture import SCHEDULER_CONFIG, TINY, TOY, build_pipeline
 from .config import ToyTrainConfig, TrainingError
 from .dataset import encode_latents, render_dataset
 from .export import export_checkpoint, save_pipeline, ship_pipeline, shipped_weights
+from .isolation import isolate_objects, object_token_ids
 from .runfolder import RunFolder, check_finite, reached_phase, rng_state, set_rng_state
 
 __all__ = ["ToyTrainConfig", "TrainingError", "export_checkpoint", "main", "ship_pipeline", "train_toy"]
@@ -181,8 +183,10 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
                 "text_encoder": text_encoder.state_dict(), "ema": ema.state_dict(),
                 "ema_text_encoder": ema_text.state_dict(), "rng": rng_state(gen, np_rng)}
 
-    def unet_loss(pad_dropout):
-        """One batch of the denoising loss (min-SNR weighted), with caption and padding dropout."""
+    object_ids = object_token_ids(tokenizer, OBJECTS)
+
+    def unet_loss(pad_dropout, isolation):
+        """One batch of the denoising loss (min-SNR weighted), with caption and padding dropout and object isolation."""
         idx = torch.randint(len(lat_mean), (cfg.batch_size,), generator=gen)
         z0 = (lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=gen)).to(device) * scaling
         noise = torch.randn(z0.shape, generator=gen).to(device)
@@ -190,6 +194,9 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
         drop = torch.rand(cfg.batch_size, generator=gen) < cfg.cfg_dropout
         tok = torch.where(drop[:, None], empty_ids, caption_ids[idx])
         states = text_encoder(torch.cat([tok, empty_ids]).to(device))[0]
+        if isolation:
+            states = torch.cat([isolate_objects(lambda i: text_encoder(i)[0], tok, states[:-1], object_ids, isolation,
+                                                gen), states[-1:]])
         blank = (torch.rand(cfg.batch_size, generator=gen) < pad_dropout)[:, None] & pad_positions[idx]
         states = torch.where(blank[..., None].to(device), states[-1:], states[:-1])
         zt = noise_sched.add_noise(z0, noise, t)
@@ -200,7 +207,7 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
 
     bar = tqdm(range(start, cfg.unet_steps), desc="unet", disable=not progress, initial=start, total=cfg.unet_steps)
     for step in bar:
-        loss = unet_loss(cfg.pad_dropout)
+        loss = unet_loss(cfg.pad_dropout, cfg.object_isolation)
         check_finite(loss, "unet", step, run)
         _optimizer_step(loss, opt, sched, params)
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
@@ -254,7 +261,7 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
         bar = tqdm(range(start, cfg.anneal_steps), desc="anneal", disable=not progress, initial=start,
                    total=cfg.anneal_steps)
         for step in bar:
-            loss = unet_loss(cfg.anneal_pad_dropout)
+            loss = unet_loss(cfg.anneal_pad_dropout, cfg.anneal_object_isolation)
             check_finite(loss, "anneal", step, run)
             _optimizer_step(loss, opt, sched, params)
             _after_step(run, cfg, bar, "anneal", step, cfg.anneal_steps, loss, sched, t0, lambda done, step=step: {
