@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 from p2p_oracle import OracleController, sharpen
-from test_p2p import CASES
+from test_p2p import CASES, TOL, rel
 from transformers import CLIPTokenizer
 
 import sdlab
@@ -18,7 +18,6 @@ from sdlab.toymodel import build_tokenizer
 from sdlab.toymodel.sdxl import TINY_XL, build_sdxl_pipeline
 
 STEPS = 6
-TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +30,6 @@ def pipe():
 
 def latents(pipe, prompts, controller, seed=0):
     return torch.stack(generate(pipe, prompts, controller, seed=seed, steps=STEPS, output_type="latent").images)
-
-
-def rel(a, b):
-    return ((a - b).norm() / b.norm()).item()
 
 
 EDIT_KINDS = ["replace-words-2targets", "refine", "reweight", "reweight-refine", "reweight-replace", "self-only",

@@ -2,8 +2,9 @@
 
 `generate` is what capture and every edit call. It draws one initial latent from `seed` (on the CPU, so a
 seed gives the same picture on every device), shares it across all prompts, and hands it to the pipeline
-with `latents=`; `callback_on_step_end` advances the controller and lets it change the latents (LocalBlend). An SDXL
-pipeline computes its pooled embeddings and micro-conditioning (`add_time_ids`) itself, from the same prompts.
+with `latents=`; `callback_on_step_end` advances the controller and lets it change the latents (LocalBlend).
+An SDXL pipeline computes its pooled embeddings and micro-conditioning (`add_time_ids`) itself, from the same
+prompts.
 """
 
 from __future__ import annotations
