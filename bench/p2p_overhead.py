@@ -2,6 +2,7 @@
 
     python bench/p2p_overhead.py                      # the shipped toy model (its shape, random, if absent)
     python bench/p2p_overhead.py --sd15-shape --res 512 768   # SD-1.x-shaped random UNet, fp16 on CUDA
+    python bench/p2p_overhead.py --sdxl-shape                 # SDXL-shaped random pipeline, 1024², fp16 (CUDA only)
 
 Every mode runs the same batch (source + 1 target, classifier-free guidance, `--steps` DDIM steps, the
 denoising loop only: `output_type="latent"`, no VAE decode) in a fresh worker process, so peak memory is the
@@ -45,6 +46,23 @@ def sd15_pipeline(device, dtype):
         return _sd15_modules(tok, device, dtype)
 
 
+FAST_VAE = dict(block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, norm_num_groups=8)
+"""A minimal VAE with SD's 8x downsampling: the benchmarked loop never decodes."""
+
+
+def sdxl_pipeline(device, dtype):
+    """An SDXL-shaped pipeline of random weights: SDXL base 1.0's published UNet and two text encoder configs
+    (`sdlab.walkthrough.SDXL`), the toy tokenizer in both places, and the minimal VAE."""
+    from sdlab.toymodel.sdxl import XLConfigs, build_sdxl_pipeline
+    from sdlab.walkthrough import SDXL
+
+    configs = XLConfigs(unet=SDXL.unet, vae=FAST_VAE, text_encoder=SDXL.text_encoder,
+                        text_encoder_2=SDXL.text_encoder_2)
+    with torch.device(device):  # a 2.6 B-parameter UNet initialises in seconds on the GPU, minutes on a CPU
+        return build_sdxl_pipeline(configs).to(device, dtype)
+
+
 def _sd15_modules(tok, device, dtype):
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -62,8 +80,7 @@ def _sd15_modules(tok, device, dtype):
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
         cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32,
     )
-    vae = AutoencoderKL(block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
-                        up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, norm_num_groups=8)
+    vae = AutoencoderKL(**FAST_VAE)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
                                    scheduler=DDIMScheduler(**SCHEDULER_CONFIG), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
@@ -78,6 +95,8 @@ def load(args):
     dtype = pick_dtype(device, args.dtype)
     if args.sd15_shape:
         return sd15_pipeline(device, dtype), "SD-1.x-shaped UNet, random weights"
+    if args.sdxl_shape:
+        return sdxl_pipeline(device, dtype), "SDXL-shaped UNet and text encoders, random weights"
     if args.model or (TOY_MODEL_DIR / "model_index.json").is_file():
         return sdlab.load_pipeline(args.model, device=device, dtype=dtype), args.model or "shipped toy model"
     from sdlab.toymodel import TOY, build_pipeline
@@ -129,7 +148,10 @@ def worker(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="diffusers folder or hub id (default: the shipped toy model)")
-    ap.add_argument("--sd15-shape", action="store_true", help="SD-1.x-shaped UNet of random weights (for GPUs)")
+    shape = ap.add_mutually_exclusive_group()
+    shape.add_argument("--sd15-shape", action="store_true", help="SD-1.x-shaped UNet of random weights (for GPUs)")
+    shape.add_argument("--sdxl-shape", action="store_true",
+                       help="SDXL-shaped pipeline of random weights at 1024² (its native size), fp16; needs CUDA")
     ap.add_argument("--res", type=int, nargs="+", default=[None], help="image sizes (default: the model's own)")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=3)
@@ -139,6 +161,10 @@ def main():
     ap.add_argument("--dtype", default=None)
     ap.add_argument("--mode", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.sdxl_shape and not torch.cuda.is_available():
+        sys.exit("--sdxl-shape needs a CUDA GPU: SDXL's 2.6 B-parameter UNet at 1024² in fp16 (with 3.5 B parameters "
+                 "to initialise) is a GPU measurement, and torch sees no CUDA device here. Run it on a GPU machine, "
+                 "or use --sd15-shape / the toy model on this one.")
     if args.mode:
         args.res = args.res[0]
         return worker(args)
@@ -157,6 +183,8 @@ def main():
                         cmd += [flag, str(value)]
                 if args.sd15_shape:
                     cmd.append("--sd15-shape")
+                if args.sdxl_shape:
+                    cmd.append("--sdxl-shape")
                 out = subprocess.run(cmd, capture_output=True, text=True)
                 if out.returncode:
                     sys.exit(f"worker {mode} failed:\n{out.stderr[-3000:]}")

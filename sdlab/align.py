@@ -206,3 +206,22 @@ def equalizer(tokenizer, prompt: str, weights: dict) -> torch.Tensor:
     for word, value in weights.items():
         e[word_indices(tokenizer, prompt, word)] = check_weight(word, value)
     return e
+
+
+def word_disagreement(tokenizer, other, prompt: str) -> str | None:
+    """None when `other` reads `prompt` as the same words at the same token positions as `tokenizer` (as SDXL's
+    two tokenizers must: the UNet reads their text states side by side, position by position); otherwise a
+    sentence naming the first word where they part."""
+    if tokenizer.model_max_length != other.model_max_length:
+        return (f"the tokenizers read {tokenizer.model_max_length} and {other.model_max_length} tokens, so their "
+                "positions cannot line up")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # truncation is warned about once, by the caller's own tokenize
+        mine, theirs = words(tokenizer, prompt), words(other, prompt)
+    for k, (a, b) in enumerate(zip(mine, theirs)):
+        if a != b:
+            return (f"word {k} of {prompt!r} is {a[0]!r} at token positions {a[1]} for the first tokenizer but "
+                    f"{b[0]!r} at {b[1]} for the second")
+    if len(mine) != len(theirs):
+        return f"{prompt!r} has {len(mine)} words for the first tokenizer and {len(theirs)} for the second"
+    return None

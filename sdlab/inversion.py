@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from .attention import Generation, check_pipeline, generate
+from .attention import Generation, check_pipeline, generate, is_sdxl
 from .toymodel.tokenizer import check_prompts
 
 
@@ -129,6 +129,10 @@ def invert(pipe, image, caption: str, *, steps: int = 50, guidance: float = 7.5,
     the optimisation's steps x inner steps.
     """
     check_pipeline(pipe)
+    if is_sdxl(pipe):
+        raise ValueError(f"inversion runs on SD 1.x / 2.x pipelines (StableDiffusionPipeline) only; this "
+                         f"{type(pipe).__name__} (SDXL) also needs pooled null embeddings, which sdlab does not "
+                         "optimise")
     image = _check_image(pipe, image, resize)
     _check_caption(pipe, caption)
     if null_text and guidance <= 1:

@@ -1,7 +1,7 @@
 """Loading Stable Diffusion pipelines: the shipped toy model, a local diffusers folder, or a hub id.
 
-The same `load_pipeline` serves the toy model and real SD 1.x / 2.x weights; everything else in sdlab takes
-the pipeline it returns.
+The same `load_pipeline` serves the toy model, real SD 1.x / 2.x weights and SDXL base; everything else in
+sdlab takes the pipeline it returns.
 """
 
 from __future__ import annotations
@@ -29,12 +29,21 @@ class _NoImageProcessorFallbackNotice(logging.Filter):
 logging.getLogger("transformers.utils.import_utils").addFilter(_NoImageProcessorFallbackNotice())
 
 import torch  # noqa: E402
-from diffusers import StableDiffusionPipeline  # noqa: E402
+from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline  # noqa: E402
 
 TOY_MODEL_DIR = Path(__file__).parent / "toymodel" / "weights"
 """Where the shipped toy model lives: a diffusers pipeline folder (safetensors weights)."""
 
-SUPPORTED_PIPELINES = ("StableDiffusionPipeline",)
+PIPELINE_CLASSES = {
+    "StableDiffusionPipeline": StableDiffusionPipeline,
+    "StableDiffusionXLPipeline": StableDiffusionXLPipeline,
+}
+"""The pipelines sdlab loads, captures and edits, by the class name a folder's `model_index.json` gives."""
+
+SUPPORTED_PIPELINES = tuple(PIPELINE_CLASSES)
+
+SUPPORTED = "StableDiffusionPipeline (SD 1.x / 2.x, the toy model) and StableDiffusionXLPipeline (SDXL base)"
+"""What error messages say sdlab supports."""
 
 
 def pick_device(device=None) -> torch.device:
@@ -75,16 +84,14 @@ def check_pipeline_folder(folder: Path) -> None:
         raise ValueError(f"{index_path} is not valid JSON ({e}); re-save the pipeline") from e
     name = index.get("_class_name")
     if name not in SUPPORTED_PIPELINES:
-        raise ValueError(
-            f"{folder} holds a {name}; sdlab supports {', '.join(SUPPORTED_PIPELINES)} (SD 1.x / 2.x) for now"
-        )
+        raise ValueError(f"{folder} holds a {name}; sdlab supports {SUPPORTED}")
     for component, spec in index.items():
         if component.startswith("_") or not isinstance(spec, list) or spec[0] is None:
             continue
         sub = folder / component
         if not sub.is_dir():
             raise FileNotFoundError(f"{folder} lacks the component folder {sub} listed in {index_path}")
-        if component in ("tokenizer", "scheduler", "feature_extractor"):
+        if component in ("tokenizer", "tokenizer_2", "scheduler", "feature_extractor"):
             continue
         weights = sorted(sub.glob("*.safetensors"))
         if not weights:
@@ -100,16 +107,26 @@ def check_pipeline_folder(folder: Path) -> None:
                 raise ValueError(f"corrupt weights file {path}: {e}") from e
 
 
-def load_pipeline(model=None, *, device=None, dtype=None) -> StableDiffusionPipeline:
-    """Load a Stable Diffusion pipeline.
+EXTRA_ARGUMENTS = {
+    "StableDiffusionPipeline": dict(safety_checker=None, requires_safety_checker=False),
+    "StableDiffusionXLPipeline": dict(add_watermarker=False),
+}
+"""What `load_pipeline` passes each class: no safety checker, no invisible watermark (it changes the pixels)."""
+
+
+def load_pipeline(model=None, *, device=None, dtype=None) -> StableDiffusionPipeline | StableDiffusionXLPipeline:
+    """Load a Stable Diffusion (1.x / 2.x) or SDXL base pipeline.
 
     Args:
         model: None for the toy model shipped with sdlab; a local diffusers folder; or a hub id such as
-            "CompVis/stable-diffusion-v1-4" (needs network or a local hub cache).
+            "CompVis/stable-diffusion-v1-4" or "stabilityai/stable-diffusion-xl-base-1.0" (needs network or a
+            local hub cache).
         device: torch device; default cuda, then mps, then cpu.
         dtype: default float16 on CUDA, float32 elsewhere.
 
-    The safety checker is off: sdlab is a research tool for looking inside the model.
+    The safety checker and SDXL's watermark are off: sdlab is a research tool for looking inside the model.
+    A VAE whose config says `force_upcast` (SDXL's overflows in float16) stays in float32 when `dtype` is
+    float16; see `keep_vae_in_float32`.
     """
     device = pick_device(device)
     dtype = pick_dtype(device, dtype)
@@ -135,27 +152,56 @@ def load_pipeline(model=None, *, device=None, dtype=None) -> StableDiffusionPipe
                 "Pass a local diffusers folder, a hub id, or None for the shipped toy model."
             )
     try:
+        with warnings.catch_warnings():  # diffusers passes huggingface_hub an argument it has deprecated
+            warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*", category=UserWarning)
+            name = StableDiffusionPipeline.load_config(source, local_files_only=local).get("_class_name")
+    except (OSError, ValueError) as e:
+        if local:
+            raise
+        raise _hub_error(model, e) from e
+    if name not in PIPELINE_CLASSES:
+        raise ValueError(f"{model!r} is a {name}; sdlab supports {SUPPORTED}")
+    try:
         with warnings.catch_warnings():  # newer diffusers rename torch_dtype to dtype; older know only torch_dtype
             warnings.filterwarnings("ignore", message=".*torch_dtype.*is deprecated", category=FutureWarning)
-            pipe = StableDiffusionPipeline.from_pretrained(
-                source,
-                torch_dtype=dtype,
-                use_safetensors=True,
-                safety_checker=None,
-                requires_safety_checker=False,
-                local_files_only=local,
+            pipe = PIPELINE_CLASSES[name].from_pretrained(
+                source, torch_dtype=dtype, use_safetensors=True, local_files_only=local, **EXTRA_ARGUMENTS[name]
             )
     except (OSError, ValueError) as e:
         if local:
             raise
-        raise OSError(
-            f"could not load {model!r} from the hub (no network or not cached here: {type(e).__name__}). "
-            "Alternatives: a local diffusers folder (`save_pretrained` output), or model=None for the shipped "
-            "toy model."
-        ) from e
-    if type(pipe).__name__ not in SUPPORTED_PIPELINES:
-        raise ValueError(f"{model!r} is a {type(pipe).__name__}; sdlab supports {', '.join(SUPPORTED_PIPELINES)}")
+        raise _hub_error(model, e) from e
+    keep_vae_in_float32(pipe)
     return pipe.to(device)
+
+
+def _hub_error(model, e: Exception) -> OSError:
+    return OSError(
+        f"could not load {model!r} from the hub (no network or not cached here: {type(e).__name__}). "
+        "Alternatives: a local diffusers folder (`save_pretrained` output), or model=None for the shipped "
+        "toy model."
+    )
+
+
+def keep_vae_in_float32(pipe) -> None:
+    """Put an SDXL pipeline's VAE in float32 if it runs in float16 and its config says `force_upcast` (SDXL's
+    VAE overflows in float16; SD 1.x / 2.x pipelines are left as they are), and make it take float16 inputs:
+    forward pre-hooks cast what enters the decoder (`post_quant_conv`) and the encoder to float32, so the
+    pipeline's own `__call__` decodes the UNet's float16 latents as before. The UNet and the text encoders stay
+    in float16."""
+    vae = pipe.vae
+    if not isinstance(pipe, StableDiffusionXLPipeline) or vae is None or vae.dtype != torch.float16:
+        return
+    if not getattr(vae.config, "force_upcast", False):
+        return
+    vae.to(torch.float32)
+    for module in (vae.post_quant_conv, vae.decoder, vae.encoder):
+        if module is not None:
+            module.register_forward_pre_hook(_inputs_to_float32)
+
+
+def _inputs_to_float32(module, args):
+    return tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
 
 
 def check_prompt_length(tokenizer, prompts) -> list[str]:

@@ -308,12 +308,12 @@ def edit(pipe, source: str, targets, edit, *, seed=0, steps=None, guidance=None,
     `source`) the run starts from the inverted latent with its per-step null embeddings, steps and guidance (seed
     unused): the source row reproduces the real picture and the targets are edited from it.
     """
-    check_pipeline(pipe)
     if isinstance(targets, str):
         targets = [targets]
     targets = list(targets)
     if not targets:
         raise ValueError("edit needs at least one target prompt, e.g. edit(pipe, 'a red cat', ['a red dog'], Replace())")
+    check_pipeline(pipe, [source, *targets])  # and, for SDXL, both tokenizers read them as the same words
     if not isinstance(edit, (Replace, Refine, Reweight)):
         raise TypeError(f"edit must be Replace(...), Refine(...) or Reweight(...); got {edit!r}")
     ctl = EditController(edit, pipe.tokenizer, source, targets)

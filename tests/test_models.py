@@ -62,14 +62,15 @@ def test_pickled_weights_are_refused_without_unpickling(tiny_pipeline_copy, tmp_
     assert not trace.exists()
 
 
-def test_sdxl_folder_is_refused_clearly(tiny_pipeline_copy):
+@pytest.mark.parametrize("name", ["StableDiffusion3Pipeline", "StableDiffusionXLImg2ImgPipeline"])
+def test_unsupported_folder_is_refused_clearly(tiny_pipeline_copy, name):
     index_path = tiny_pipeline_copy / "model_index.json"
     index = json.loads(index_path.read_text())
-    index["_class_name"] = "StableDiffusionXLPipeline"
+    index["_class_name"] = name
     index_path.write_text(json.dumps(index))
-    with pytest.raises(ValueError, match="StableDiffusionXLPipeline") as err:
+    with pytest.raises(ValueError, match=f"holds a {name}; sdlab supports StableDiffusionPipeline") as err:
         sdlab.load_pipeline(tiny_pipeline_copy, device="cpu")
-    assert "StableDiffusionPipeline" in str(err.value)
+    assert "StableDiffusionXLPipeline (SDXL base)" in str(err.value)
 
 
 def test_hub_id_offline_names_the_alternatives():

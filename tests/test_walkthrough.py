@@ -8,7 +8,7 @@ import torch
 import sdlab
 from sdlab.plotting import Figure
 from sdlab.toymodel import TOY
-from sdlab.walkthrough import SD15, SD21_BASE, build_on_meta, spec_from_pipeline, walkthrough
+from sdlab.walkthrough import SD15, SD21_BASE, SDXL, build_on_meta, spec_from_pipeline, walkthrough
 from sdlab.walkthrough.compare import (cross_attention_table, padding_table, parameter_table, shape_table,
                                        unet_ladder)
 
@@ -21,6 +21,11 @@ def sd15():
 @pytest.fixture(scope="module")
 def sd2():
     return walkthrough(SD21_BASE)
+
+
+@pytest.fixture(scope="module")
+def sdxl():
+    return walkthrough(SDXL)
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +120,51 @@ def test_tables_and_figure_side_by_side(sd15, toy):
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     marks = [len(ax.collections[0].get_offsets()) for ax in fig.axes]
     assert marks == [sum(bool(s.attention) for s in w.stages) for w in (sd15, toy)] == [7, 5]
+
+
+def test_sdxl_published_sizes_and_shapes(sdxl, sd15):
+    model = build_on_meta(SDXL)
+    assert all(p.is_meta for p in model.text_encoder_2.parameters())
+    # the published sizes of SDXL base 1.0: UNet 2.57 B, OpenCLIP bigG text encoder with projection 694.7 M
+    assert sdxl.parameters == {"unet": 2_567_463_684, "vae": 83_653_863, "text_encoder": 123_060_480,
+                               "text_encoder_2": 694_659_840}
+    assert sdxl.classes["text_encoder_2"] == "CLIPTextModelWithProjection"
+    assert _stage(sdxl, "text encoder", "transformer layers → context").shape == (2, 77, 768)
+    assert _stage(sdxl, "text encoder 2", "transformer layers → context").shape == (2, 77, 1280)
+    assert _stage(sdxl, "text encoders", "both contexts side by side").shape == (2, 77, 2048)
+    assert _stage(sdxl, "text encoder 2", "pooled and projected → text_embeds").shape == (2, 1280)
+    assert _stage(sdxl, "UNet", "micro-conditioning time ids").shape == (2, 6)
+    assert _stage(sdxl, "UNet", "text_embeds + time ids embedding").shape == (2, 1280)
+    assert _stage(sdxl, "sampler", "initial noise latent").shape == (1, 4, 128, 128)
+    unet = [s for s in sdxl.stages if s.part == "UNet" and "block" in s.step]
+    assert [s.shape[1:] for s in unet] == [
+        (320, 64, 64), (640, 32, 32), (1280, 32, 32), (1280, 32, 32), (1280, 64, 64), (640, 128, 128), (320, 128, 128)]
+    assert [s.attention for s in unet] == [0, 64, 32, 32, 32, 64, 0]  # none at the first level
+    assert sdxl.cross_attention_resolutions == [64, 32]
+    assert len(sdxl.cross_attention) == 70  # transformer depths 2x2 + 2x10 down, 10 mid, 3x10 + 3x2 up
+    assert {c.resolution: c.heads for c in sdxl.cross_attention} == {64: 10, 32: 20}
+    assert {(c.keys, c.context_dim) for c in sdxl.cross_attention} == {(77, 2048)}
+    assert _stage(sdxl, "image", "pixels (height × width × RGB)").shape == (1024, 1024, 3)
+    assert sdxl.image_size == 1024 and sdxl.scaling_factor == pytest.approx(0.13025)
+    # next to SD 1.5
+    table = shape_table([sd15, sdxl], parts=("UNet",))
+    first = table.rows[[r[1] for r in table.rows].index("down block 1")]
+    assert first[2:] == ["2×640×16×16 · 32²", "2×640×32×32 · 64²"]
+    params = parameter_table([sd15, sdxl])
+    assert params.rows[3] == ["text encoder 2", "CLIPTextModelWithProjection", "—", "694.7 M", "—"]
+    assert params.column("SD 1.5 ÷ SDXL")[0] == "0.33×"
+    assert cross_attention_table(sdxl).column("layers") == ["down 4, up 6", "down 20, mid 10, up 30"]
+
+
+def test_an_sdxl_pipeline_goes_through_the_same_walkthrough():
+    from sdlab.toymodel.sdxl import build_sdxl_pipeline
+
+    pipe = build_sdxl_pipeline()
+    walk = walkthrough(spec_from_pipeline(pipe, "tiny SDXL"))
+    assert walk.parameters == {k: sum(p.numel() for p in getattr(pipe, k).parameters()) for k in walk.parameters}
+    assert set(walk.parameters) == {"unet", "vae", "text_encoder", "text_encoder_2"}
+    assert walk.cross_attention_resolutions == [8, 4] and walk.image_size == 64
+    assert _stage(walk, "text encoders", "both contexts side by side").shape == (2, 77, 64)
 
 
 def test_bad_input_is_explained(sd15):

@@ -6,11 +6,12 @@ denoising loop every capture and edit runs; `Controller` and `control` are the e
 
 from .capture import Capture, CaptureController, capture, default_level
 from .control import Controller, Run, check_unet, control
+from .pipelines import check_pipeline, check_tokenizers, is_sdxl
 from .processor import ControlledProcessor, LayerInfo, describe_layers, probabilities, sdpa
-from .run import Generation, check_pipeline, generate, initial_latent
+from .run import Generation, generate, initial_latent
 
 __all__ = [
     "Capture", "CaptureController", "ControlledProcessor", "Controller", "Generation", "LayerInfo", "Run",
-    "capture", "check_pipeline", "check_unet", "control", "default_level", "describe_layers", "generate",
-    "initial_latent", "probabilities", "sdpa",
+    "capture", "check_pipeline", "check_tokenizers", "check_unet", "control", "default_level", "describe_layers",
+    "generate", "initial_latent", "is_sdxl", "probabilities", "sdpa",
 ]

@@ -14,7 +14,8 @@ import torch
 from .. import align
 from .control import Controller, Run
 from .processor import LayerInfo, probabilities, sdpa
-from .run import check_pipeline, generate
+from .pipelines import check_pipeline
+from .run import generate
 
 
 def default_level(layers: list[LayerInfo]) -> int:
@@ -136,8 +137,8 @@ def capture(
     cross-attention). `self_res`: the same for self-attention (default: `res`). `places`: which of the
     "down", "mid", "up" blocks to average.
     """
-    check_pipeline(pipe)
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    check_pipeline(pipe, prompts)
     for p in prompts:
         align.tokenize(pipe.tokenizer, p)  # warns on truncation
     ctl = CaptureController(res, self_res, places, self_attention)

@@ -91,7 +91,7 @@ def check_unet(unet) -> list[LayerInfo]:
     if not any(layer.is_cross for layer in layers):
         raise ValueError(
             f"this {type(unet).__name__} has no cross-attention layers, so no word steers any pixel: capture "
-            "and prompt-to-prompt need a text-conditioned UNet (SD 1.x/2.x, or the toy model)"
+            "and prompt-to-prompt need a text-conditioned UNet (SD 1.x/2.x, SDXL, or the toy model)"
         )
     return layers
 

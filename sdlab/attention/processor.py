@@ -83,7 +83,7 @@ class ControlledProcessor:
         if attention_mask is not None:
             raise NotImplementedError(
                 f"{self.layer.name}: sdlab's attention control does not support attention masks "
-                "(Stable Diffusion 1.x/2.x pipelines pass none)"
+                "(Stable Diffusion 1.x/2.x and SDXL pipelines pass none)"
             )
         residual = hidden_states
         if attn.spatial_norm is not None:

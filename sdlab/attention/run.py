@@ -3,6 +3,8 @@
 `generate` is what capture and every edit call. It draws one initial latent from `seed` (on the CPU, so a
 seed gives the same picture on every device), shares it across all prompts, and hands it to the pipeline
 with `latents=`; `callback_on_step_end` advances the controller and lets it change the latents (LocalBlend).
+An SDXL pipeline computes its pooled embeddings and micro-conditioning (`add_time_ids`) itself, from the same
+prompts.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from ..toymodel.tokenizer import check_prompts
-from .control import Controller, Run, check_unet, control
+from .control import Controller, Run, control
+from .pipelines import check_pipeline, is_sdxl
 
 
 @dataclass
@@ -23,21 +26,6 @@ class Generation:
     latent: torch.Tensor
     """The shared initial latent `(1, channels, h, w)`."""
     prompts: list
-
-
-def check_pipeline(pipe) -> None:
-    """A clear error unless `pipe` is a Stable Diffusion 1.x/2.x pipeline with a text-conditioned UNet."""
-    from diffusers import StableDiffusionPipeline
-
-    name = type(pipe).__name__
-    if hasattr(pipe, "text_encoder_2") or "XL" in name:
-        raise ValueError(
-            f"{name} (SDXL) is not supported yet: its UNet takes two text encoders and extra conditioning. "
-            "Use a Stable Diffusion 1.x/2.x pipeline (`sdlab.load_pipeline`)."
-        )
-    if not isinstance(pipe, StableDiffusionPipeline):
-        raise TypeError(f"{name} is not a StableDiffusionPipeline; sdlab runs SD 1.x/2.x pipelines and the toy model")
-    check_unet(pipe.unet)
 
 
 def initial_latent(pipe, seed: int, height: int | None = None, width: int | None = None) -> torch.Tensor:
@@ -79,12 +67,12 @@ def generate(
     goes. Unused at guidance `<= 1`. `step_hook(i, t, latents)` is called after step i (after the controller)
     and may return changed latents.
     """
-    check_pipeline(pipe)
     if isinstance(prompts, str):
         prompts = [prompts]
     prompts = list(prompts)
     if not prompts or not all(isinstance(p, str) for p in prompts):
         raise TypeError(f"prompts must be a non-empty list of strings, got {prompts!r}")
+    check_pipeline(pipe, prompts)  # and, for SDXL, both tokenizers read the prompts as the same words
     check_prompts(pipe, prompts)  # the toy model warns about words it never saw
     if latent is None:
         latent = initial_latent(pipe, seed, height, width)
@@ -110,6 +98,9 @@ def generate(
     if null_embeds is not None:
         if negative_prompt is not None:
             raise ValueError("give negative_prompt or null_embeds (per-step unconditional embeddings), not both")
+        if is_sdxl(pipe):
+            raise ValueError(f"null_embeds (null-text inversion) runs on SD 1.x / 2.x pipelines only; this "
+                             f"{type(pipe).__name__}'s unconditional input also has pooled embeddings")
         dim = pipe.text_encoder.config.hidden_size
         if null_embeds.ndim != 3 or null_embeds.shape[0] != n_steps or null_embeds.shape[2] != dim:
             raise ValueError(f"null_embeds must be (steps={n_steps}, tokens, {dim}), one row per denoising step; "

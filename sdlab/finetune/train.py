@@ -168,6 +168,9 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         reuse_freed_memory()  # activation buffers from the heap, not fresh pages every step (cpu_memory.py)
     resume_dir, wipe = checkpoints.check_output(config)
     pipe = load_pipeline(config.model, device="cpu", dtype=torch.float32)
+    if type(pipe).__name__ != "StableDiffusionPipeline":  # load_pipeline also loads SDXL base
+        raise FinetuneError(f"sdlab finetune trains StableDiffusionPipeline models (SD 1.x / 2.x, the toy model); "
+                            f"{config.model} is a {type(pipe).__name__}")
     resolution = config.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
     check_resolution(resolution, pipe)
     data = open_dataset(config.dataset, config.image_column, config.caption_column).scan(config.strict)

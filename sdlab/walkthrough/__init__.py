@@ -10,8 +10,8 @@ of one generation, read off the real modules without downloading a weight.
 Tables and a figure that put walkthroughs side by side: `sdlab.walkthrough.compare`.
 """
 
-from .configs import PUBLISHED, SD15, SD21_BASE, MetaModel, ModelSpec, build_on_meta, spec_from_pipeline
+from .configs import PUBLISHED, SD15, SD21_BASE, SDXL, MetaModel, ModelSpec, build_on_meta, spec_from_pipeline
 from .trace import CrossAttention, Padding, Stage, Walkthrough, walkthrough
 
-__all__ = ["PUBLISHED", "SD15", "SD21_BASE", "CrossAttention", "MetaModel", "ModelSpec", "Padding", "Stage",
+__all__ = ["PUBLISHED", "SD15", "SD21_BASE", "SDXL", "CrossAttention", "MetaModel", "ModelSpec", "Padding", "Stage",
            "Walkthrough", "build_on_meta", "spec_from_pipeline", "walkthrough"]

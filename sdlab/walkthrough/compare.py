@@ -14,7 +14,7 @@ import numpy as np
 from ..plotting import Figure, subplots
 from .trace import Walkthrough, dims
 
-NAMES = {"unet": "UNet", "vae": "VAE", "text_encoder": "text encoder"}
+NAMES = {"unet": "UNet", "vae": "VAE", "text_encoder": "text encoder", "text_encoder_2": "text encoder 2"}
 
 
 @dataclass
@@ -52,19 +52,29 @@ def millions(n: int) -> str:
     return f"{n / 1e6:.1f} M" if n >= 1e7 else f"{n / 1e6:.2f} M"
 
 
+def times(a: int, b: int) -> str:
+    """`a` as a multiple of `b`: "150×", "1×", "0.33×"."""
+    return f"{a / b:.0f}×" if a >= b else f"{a / b:.2g}×"
+
+
 def parameter_table(walks) -> Table:
     """Parameters per component and in all, one column per model; with two models or more, the first's size
-    as a multiple of the last's."""
+    as a multiple of the last's. A component only some models have (SDXL's second text encoder) is "—" in the
+    others."""
     walks = _check(walks)
     ratio = len(walks) > 1
     header = ["component", "class"] + [w.name for w in walks] + ([f"{walks[0].name} ÷ {walks[-1].name}"] if ratio else [])
     rows = []
     for part, label in NAMES.items():
-        counts = [w.parameters[part] for w in walks]
-        rows.append([label, walks[0].classes[part]] + [millions(n) for n in counts]
-                    + ([f"{counts[0] / counts[-1]:.0f}×"] if ratio else []))
+        having = [w for w in walks if part in w.parameters]
+        if not having:
+            continue
+        counts = [w.parameters.get(part, 0) for w in walks]
+        both = counts[0] and counts[-1]
+        rows.append([label, having[0].classes[part]] + [millions(n) if n else "—" for n in counts]
+                    + ([times(counts[0], counts[-1]) if both else "—"] if ratio else []))
     totals = [w.total_parameters for w in walks]
-    rows.append(["all", ""] + [millions(n) for n in totals] + ([f"{totals[0] / totals[-1]:.0f}×"] if ratio else []))
+    rows.append(["all", ""] + [millions(n) for n in totals] + ([times(totals[0], totals[-1])] if ratio else []))
     return Table(header, rows)
 
 

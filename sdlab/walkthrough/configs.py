@@ -1,5 +1,6 @@
-"""Real Stable Diffusion's architecture, written down: the published configs of SD 1.5 and SD 2.1-base, and
-building any such model on PyTorch's `meta` device (every module and parameter shape, no weights, no memory).
+"""Real Stable Diffusion's architecture, written down: the published configs of SD 1.5, SD 2.1-base and SDXL
+base 1.0, and building any such model on PyTorch's `meta` device (every module and parameter shape, no
+weights, no memory).
 
 The values are those of the diffusers folders on the Hugging Face hub, file by file:
 
@@ -17,9 +18,19 @@ The values are those of the diffusers folders on the Hugging Face hub, file by f
   1024, 16 heads, intermediate_size 4096, hidden_act gelu, and 23 layers, not 24: SD 2 reads the penultimate
   layer, so the diffusers export drops the last). The 768x768 `stabilityai/stable-diffusion-2-1` differs only
   in the UNet's sample_size (96) and in predicting v instead of the noise.
+- SDXL base 1.0, `stabilityai/stable-diffusion-xl-base-1.0` (1024x1024): `unet/config.json`
+  (block_out_channels [320, 640, 1280], down blocks DownBlock2D then two CrossAttnDownBlock2D, up blocks the
+  mirror image, transformer_layers_per_block [1, 2, 10], attention_head_dim [5, 10, 20], cross_attention_dim
+  2048, use_linear_projection true, addition_embed_type "text_time", addition_time_embed_dim 256,
+  projection_class_embeddings_input_dim 2816 = 1280 pooled + 6 time ids x 256, sample_size 128), `vae/config.json`
+  (as SD 1.5's but sample_size 1024, scaling_factor 0.13025, force_upcast true), `text_encoder/config.json` (CLIP
+  ViT-L/14's text tower, as SD 1.5's) and `text_encoder_2/config.json` (OpenCLIP ViT-bigG/14's text tower as a
+  `CLIPTextModelWithProjection`: hidden_size 1280, 32 layers, 20 heads, intermediate_size 5120, hidden_act
+  gelu, projection_dim 1280). SDXL reads the penultimate layer of both encoders.
 
 Published sizes these reproduce (parameters): SD 1.5 UNet 859,520,964, VAE 83,653,863, text encoder
-123,060,480; SD 2.1 UNet 865,910,724, text encoder 340,387,840.
+123,060,480; SD 2.1 UNet 865,910,724, text encoder 340,387,840; SDXL UNet 2,567,463,684, second text encoder
+694,659,840.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ from dataclasses import dataclass
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 _SD_VAE = dict(
     in_channels=3,
@@ -76,6 +87,9 @@ class ModelSpec:
     """`AutoencoderKL` config."""
     text_encoder: dict
     """`CLIPTextConfig` keyword arguments for the `CLIPTextModel`."""
+    text_encoder_2: dict | None = None
+    """SDXL's second text encoder, a `CLIPTextModelWithProjection` (its `CLIPTextConfig` keyword arguments);
+    None for SD 1.x / 2.x."""
 
 
 SD15 = ModelSpec(
@@ -104,7 +118,30 @@ SD21_BASE = ModelSpec(
 )
 """Stable Diffusion 2.1-base (and 2.0-base), 512x512: OpenCLIP ViT-H/14 text encoder (penultimate layer)."""
 
-PUBLISHED = (SD15, SD21_BASE)
+_CLIP_L = SD15.text_encoder
+
+SDXL = ModelSpec(
+    name="SDXL",
+    source="stabilityai/stable-diffusion-xl-base-1.0: unet/, vae/, text_encoder/, text_encoder_2/config.json",
+    unet=dict(
+        _SD_UNET, sample_size=128, block_out_channels=(320, 640, 1280),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=2816,
+    ),
+    vae=dict(_SD_VAE, sample_size=1024, scaling_factor=0.13025, force_upcast=True),
+    text_encoder=_CLIP_L,
+    text_encoder_2=dict(
+        _CLIP_L, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
+        hidden_act="gelu", projection_dim=1280,
+    ),
+)
+"""SDXL base 1.0, 1024x1024: CLIP ViT-L and OpenCLIP ViT-bigG text encoders side by side (2048 wide), 2.6 B UNet
+with cross-attention at its two lower levels only, conditioned on the pooled text and the image size too."""
+
+PUBLISHED = (SD15, SD21_BASE, SDXL)
 
 
 def spec_from_pipeline(pipe, name: str = "toy model") -> ModelSpec:
@@ -120,6 +157,8 @@ def spec_from_pipeline(pipe, name: str = "toy model") -> ModelSpec:
         unet={k: v for k, v in dict(pipe.unet.config).items() if not k.startswith("_")},
         vae={k: v for k, v in dict(pipe.vae.config).items() if not k.startswith("_")},
         text_encoder=pipe.text_encoder.config.to_diff_dict(),
+        text_encoder_2=(pipe.text_encoder_2.config.to_diff_dict()
+                        if getattr(pipe, "text_encoder_2", None) is not None else None),
     )
 
 
@@ -132,16 +171,20 @@ class MetaModel:
     unet: UNet2DConditionModel
     vae: AutoencoderKL
     text_encoder: CLIPTextModel
+    text_encoder_2: CLIPTextModelWithProjection | None = None
 
 
 def build_on_meta(spec: ModelSpec) -> MetaModel:
     """Build `spec`'s UNet, VAE and text encoder on the `meta` device: no weights are allocated or downloaded,
     so SD 1.5's 1.07 billion parameters cost nothing and take well under a second."""
     if not isinstance(spec, ModelSpec):
-        raise TypeError(f"build_on_meta takes a ModelSpec (e.g. SD15, SD21_BASE or spec_from_pipeline(pipe)), "
+        raise TypeError(f"build_on_meta takes a ModelSpec (e.g. SD15, SD21_BASE, SDXL or spec_from_pipeline(pipe)), "
                         f"not {type(spec).__name__}")
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(spec.unet)
         vae = AutoencoderKL.from_config(spec.vae)
         text_encoder = CLIPTextModel(CLIPTextConfig(**spec.text_encoder))
-    return MetaModel(spec, unet.eval(), vae.eval(), text_encoder.eval())
+        text_encoder_2 = None
+        if spec.text_encoder_2 is not None:
+            text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**spec.text_encoder_2)).eval()
+    return MetaModel(spec, unet.eval(), vae.eval(), text_encoder.eval(), text_encoder_2)

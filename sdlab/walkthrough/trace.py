@@ -22,7 +22,8 @@ from torch.overrides import TorchFunctionMode
 from ..toymodel.architecture import SCHEDULER_CONFIG
 from .configs import MetaModel, ModelSpec, build_on_meta
 
-COMPONENTS = ("unet", "vae", "text_encoder")
+COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
+"""The parts whose parameters a walkthrough counts (the second text encoder only where there is one: SDXL)."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class Walkthrough:
     name: str
     source: str
     parameters: dict
-    """Parameters per component: {"unet": ..., "vae": ..., "text_encoder": ...}."""
+    """Parameters per component: {"unet": ..., "vae": ..., "text_encoder": ...} (and "text_encoder_2" for SDXL)."""
     classes: dict
     """Class name per component."""
     image_size: int
@@ -187,27 +188,60 @@ def _block_stage(step: str, shape: tuple, block, prefix: str, cross: list) -> St
     return Stage("UNet", step, shape, note, inside[0].resolution if inside else 0)
 
 
-def _text(model: MetaModel, batch: int, stages: list) -> torch.Tensor:
+def _text(model: MetaModel, batch: int, stages: list) -> tuple:
+    """The tokenizer and the text encoder(s): the context the UNet attends to, and SDXL's pooled text embedding
+    (None for SD 1.x / 2.x)."""
     config = model.text_encoder.config
     ids = torch.zeros(batch, config.max_position_embeddings, dtype=torch.long, device="meta")
     stages.append(Stage("tokenizer", "prompt → token ids", tuple(ids.shape),
                         f"padded to {config.max_position_embeddings}" + ("; the prompt and the empty prompt" if batch == 2 else "")))
-    text_model = getattr(model.text_encoder, "text_model", model.text_encoder)  # transformers < 5 nests it
-    context, shapes = _traced({"embeddings": text_model.embeddings}, lambda: model.text_encoder(ids).last_hidden_state)
-    stages.append(Stage("text encoder", "token + position embeddings", shapes["embeddings"],
-                        f"vocabulary {config.vocab_size}"))
-    stages.append(Stage("text encoder", "transformer layers → context", tuple(context.shape),
-                        f"{config.num_hidden_layers} layers, {config.num_attention_heads} heads, {config.hidden_act}"))
-    return context
+    if model.text_encoder_2 is None:
+        return _encoder(model.text_encoder, "text encoder", ids, stages).last_hidden_state, None
+    # SDXL: both encoders' penultimate layers side by side; the second's pooled output, projected
+    first = _encoder(model.text_encoder, "text encoder", ids, stages, penultimate=True)
+    second = _encoder(model.text_encoder_2, "text encoder 2", ids, stages, penultimate=True)
+    context = torch.cat([first.hidden_states[-2], second.hidden_states[-2]], dim=-1)
+    stages.append(Stage("text encoders", "both contexts side by side", tuple(context.shape),
+                        "concatenated per token position: one key per token for the UNet"))
+    pooled = second.text_embeds
+    stages.append(Stage("text encoder 2", "pooled and projected → text_embeds", tuple(pooled.shape),
+                        "the end token's state, projected: conditions the UNet like the time step"))
+    return context, pooled
 
 
-def _unet(model: MetaModel, latent, context, stages: list, cross: list) -> torch.Tensor:
+def _encoder(encoder, part: str, ids, stages: list, penultimate: bool = False):
+    config = encoder.config
+    text_model = getattr(encoder, "text_model", encoder)  # transformers < 5 nests it
+    out, shapes = _traced({"embeddings": text_model.embeddings}, lambda: encoder(ids, output_hidden_states=penultimate))
+    stages.append(Stage(part, "token + position embeddings", shapes["embeddings"], f"vocabulary {config.vocab_size}"))
+    states = out.hidden_states[-2] if penultimate else out.last_hidden_state
+    stages.append(Stage(part, "transformer layers → context", tuple(states.shape),
+                        f"{config.num_hidden_layers} layers, {config.num_attention_heads} heads, {config.hidden_act}"
+                        + ("; the penultimate layer's states" if penultimate else "")))
+    return out
+
+
+def _micro_conditioning(unet, pooled, size: int, stages: list) -> dict:
+    """SDXL's extra UNet inputs: the pooled text embedding and six time ids (original size, crop corner, target
+    size), which the pipeline builds from the image size; {} for a UNet without them."""
+    if unet.config.addition_embed_type != "text_time":
+        return {}
+    time_ids = torch.zeros(pooled.shape[0], 6, device="meta")
+    stages.append(Stage("UNet", "micro-conditioning time ids", tuple(time_ids.shape),
+                        f"original size, crop top-left, target size: ({size}, {size}, 0, 0, {size}, {size})"))
+    return {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids}}
+
+
+def _unet(model: MetaModel, latent, context, stages: list, cross: list, extra: dict) -> torch.Tensor:
     unet = model.unet
     batch = context.shape[0]
     latents = torch.cat([latent] * batch)
     if batch == 2:
         stages.append(Stage("UNet", "guidance batch", tuple(latents.shape), "the latent twice: with and without the prompt"))
-    blocks = [("time embedding", "time_embedding", unet.time_embedding), ("conv_in", "conv_in", unet.conv_in)]
+    blocks = [("time embedding", "time_embedding", unet.time_embedding)]
+    if extra:
+        blocks += [("text_embeds + time ids embedding", "add_embedding", unet.add_embedding)]
+    blocks += [("conv_in", "conv_in", unet.conv_in)]
     blocks += [(f"down block {i}", f"down_blocks.{i}", b) for i, b in enumerate(unet.down_blocks)]
     blocks += [("mid block", "mid_block", unet.mid_block)]
     blocks += [(f"up block {i}", f"up_blocks.{i}", b) for i, b in enumerate(unet.up_blocks)]
@@ -216,7 +250,7 @@ def _unet(model: MetaModel, latent, context, stages: list, cross: list) -> torch
     t = torch.tensor(999, device="meta")
     try:
         noise, shapes = _traced({name: block for _, name, block in blocks},
-                                lambda: unet(latents, t, encoder_hidden_states=context).sample)
+                                lambda: unet(latents, t, encoder_hidden_states=context, **extra).sample)
     finally:
         for handle in handles:
             handle.remove()
@@ -260,17 +294,19 @@ def _encode(model: MetaModel, size: int, stages: list) -> None:
 
 
 def walkthrough(spec: ModelSpec, *, guidance: bool = True) -> Walkthrough:
-    """Parameter counts and the shapes of one generation at the model's native size (SD 1.5: 512x512),
-    measured on `spec` built on the meta device. `guidance`: classifier-free guidance, i.e. the UNet runs on a
-    batch of 2 (prompt and empty prompt). `spec`: `SD15`, `SD21_BASE` or `spec_from_pipeline(pipe)`."""
+    """Parameter counts and the shapes of one generation at the model's native size (SD 1.5: 512x512; SDXL:
+    1024x1024), measured on `spec` built on the meta device. `guidance`: classifier-free guidance, i.e. the UNet
+    runs on a batch of 2 (prompt and empty prompt). `spec`: `SD15`, `SD21_BASE`, `SDXL` or
+    `spec_from_pipeline(pipe)`."""
     model = build_on_meta(spec)
+    parts = [part for part in COMPONENTS if getattr(model, part) is not None]
     vae_factor = 2 ** (len(model.vae.config.block_out_channels) - 1)
     size = model.unet.config.sample_size * vae_factor
     walk = Walkthrough(
         name=spec.name,
         source=spec.source,
-        parameters={part: sum(p.numel() for p in getattr(model, part).parameters()) for part in COMPONENTS},
-        classes={part: type(getattr(model, part)).__name__ for part in COMPONENTS},
+        parameters={part: sum(p.numel() for p in getattr(model, part).parameters()) for part in parts},
+        classes={part: type(getattr(model, part)).__name__ for part in parts},
         image_size=size,
         scaling_factor=model.vae.config.scaling_factor,
     )
@@ -278,10 +314,11 @@ def walkthrough(spec: ModelSpec, *, guidance: bool = True) -> Walkthrough:
     downsamplers = {f"vae.encoder.{n}": m for n, m in model.vae.encoder.named_modules() if isinstance(m, Downsample2D)}
     downsamplers.update({f"unet.{n}": m for n, m in model.unet.named_modules() if isinstance(m, Downsample2D)})
     with torch.no_grad(), _Downsampling(downsamplers) as downsampling:
-        context = _text(model, 2 if guidance else 1, walk.stages)
+        context, pooled = _text(model, 2 if guidance else 1, walk.stages)
         latent = torch.empty(1, model.unet.config.in_channels, side, side, device="meta")
         walk.stages.append(Stage("sampler", "initial noise latent", tuple(latent.shape), "seeded Gaussian"))
-        noise = _unet(model, latent, context, walk.stages, walk.cross_attention)
+        extra = _micro_conditioning(model.unet, pooled, size, walk.stages)
+        noise = _unet(model, latent, context, walk.stages, walk.cross_attention, extra)
         if guidance:
             uncond, cond = noise.chunk(2)
             noise = uncond + 7.5 * (cond - uncond)
