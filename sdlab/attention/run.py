@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..toymodel.tokenizer import check_prompts
+from .compiling import compile_pipeline, is_compiled
 from .control import Controller, Run, check_unet, control
 
 
@@ -66,6 +67,7 @@ def generate(
     output_type: str = "pil",
     null_embeds: torch.Tensor | None = None,
     step_hook=None,
+    compile: bool = False,
 ) -> Generation:
     """Generate one image per prompt from one shared initial latent, under `controller` if given.
 
@@ -78,8 +80,13 @@ def generate(
     unconditional half. A row is read just before its step, after `step_hook`, so a hook may fill it as the run
     goes. Unused at guidance `<= 1`. `step_hook(i, t, latents)` is called after step i (after the controller)
     and may return changed latents.
+
+    `compile=True` compiles the pipeline's UNet first (`sdlab.compile`: kept for later calls; eager with a
+    warning where torch cannot compile). A run on a compiled UNet is static (`Run.static`).
     """
     check_pipeline(pipe)
+    if compile:
+        compile_pipeline(pipe)
     if isinstance(prompts, str):
         prompts = [prompts]
     prompts = list(prompts)
@@ -119,7 +126,8 @@ def generate(
     if controller is None and step_hook is None and not swap:
         out = pipe(**kwargs)
     else:
-        run = Run(tuple(prompts), n_steps, (h, w), device, dtype)
+        run = Run(tuple(prompts), n_steps, (h, w), device, dtype, tokens=pipe.tokenizer.model_max_length,
+                  static=is_compiled(pipe.unet))
 
         def step_end(pipeline, i, t, tensors):
             latents = tensors["latents"]
