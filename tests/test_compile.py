@@ -1,8 +1,9 @@
 """Edits and captures on a compiled UNet (`sdlab.compile`, `compile=True`): same images as eager, one graph
 without breaks, no recompilation for new prompts, and a warning plus the eager path where torch cannot compile.
 
-Runs torch.compile's default mode with the inductor backend on the CPU, on the tiny pipeline, with few steps
-(each graph costs tens of seconds to compile on a slow CPU, so one compiled pipeline serves the module).
+Runs torch.compile's default mode with the inductor backend on the CPU, on the tiny pipeline, with few steps;
+one compiled pipeline serves the module, since its graph is what costs: on the 2-core Xeon shared with a training
+job the file took 4 min with an empty inductor cache and 1 min with a warm one (`/tmp/torchinductor_$USER`).
 `mode="reduce-overhead"` (CUDA graphs) is not exercised: on a CPU inductor skips CUDA graphs, so that mode would
 test nothing the default one does not; measure it on a GPU with `bench/compile_speed.py --device cuda`.
 """
