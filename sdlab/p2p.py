@@ -15,6 +15,11 @@ and its output `P' V` is computed without materialising P as
 Self-attention injection (the target attends as the source did) is SDPA(q_src, k_src, v_tgt). Edits touch the
 conditional half of the guidance batch only.
 
+On a compiled UNet (`edit(..., compile=True)`, `sdlab.attention.compiling`) the controlled layers run at every
+step: cross-attention always takes the second form above, with the step's `M diag(a e w)` and
+`(1 - a) e w + 1 - w` in tensors updated in place (a closed window gives 0 and 1: plain attention), and
+self-attention picks the source's queries and keys for the targets through a flag tensor.
+
 Schedules (which steps each window edits, by one exact rule) are in `sdlab.schedule`.
 """
 
@@ -27,7 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from . import align
-from .attention import Controller, check_pipeline, default_level, generate, probabilities, sdpa
+from .attention import (Controller, StepTable, check_pipeline, compile_pipeline, default_level, generate,
+                        probabilities, sdpa)
 from .attention.capture import level_for
 from .schedule import DEFAULT_CROSS, DEFAULT_SELF, Schedule, cross_windows, schedule, window
 
@@ -193,13 +199,16 @@ class EditController(Controller):
             layer.name: (layer.level >= base if res is None else layer.map_shape(run.latent_hw)[0] <= res)
             for layer in layers
         }
-        self.blend_level = None
+        self.blend_level, self.blend_sum = None, None
         if self.blend is not None:
             self.blend_level = level_for(self.blend.res, layers, run, "LocalBlend")
             self._blend_tokens = self.blend_tokens.to(run.device, torch.float32)
-        self.blend_sum, self._index = None, {}
+            self.blend_sum = torch.zeros(run.n, math.prod(self.blend_shape()), device=run.device)
+        self._index = {}
         self.schedule = schedule(self.edit, run.steps)
         self._cross_states(run)
+        if run.static:
+            self._static_tables(run)
 
     def _cross_states(self, run):
         """The cross-attention operands of every step, built once per run: one state per distinct set of open
@@ -221,12 +230,24 @@ class EditController(Controller):
                 self._states.append((cross_on, W, None if bool((beta == 0).all()) else beta.to(run.device, run.dtype)))
             self._state_at.append(keys[key])
 
+    def _static_tables(self, run):
+        """The per-step operands as `StepTable`s, for a compiled UNet: W and beta of every state (beta None, all
+        zeros, becomes zeros) and whether self-attention is injected (one row per step)."""
+        zeros = torch.zeros(self.a.shape, device=run.device, dtype=run.dtype)
+        self._W_now = StepTable(torch.stack([W for _, W, _ in self._states]))
+        self._beta_now = StepTable(torch.stack([zeros if beta is None else beta for _, _, beta in self._states]))
+        inject = [step in self.schedule.self_attention for step in range(run.steps + 1)]
+        self._self_now = StepTable(torch.tensor(inject, device=run.device))
+
     def wants(self, layer):
         return layer.is_cross or self.self_ok[layer.name]
 
     def set_step(self, step):
-        self.cross_on, self._W, self._beta = self._states[self._state_at[min(step, self.run.steps)]]
+        state = self._state_at[min(step, self.run.steps)]
+        self.cross_on, self._W, self._beta = self._states[state]
         self.self_on = step in self.schedule.self_attention
+        if self.run.static:
+            self._W_now.set(state), self._beta_now.set(state), self._self_now.set(min(step, self.run.steps))
         super().set_step(step)
 
     def active(self, layer, step):
@@ -244,29 +265,45 @@ class EditController(Controller):
     def attend(self, layer, q, k, v):
         c = self.cond_offset(layer, q.shape[0])
         if not layer.is_cross:
+            if self.run.static:
+                return self._self_static(q, k, v, c)
             idx = self.index(c, q.device)
             return sdpa(q[idx], k[idx], v)
         if layer.level == self.blend_level:
             p = probabilities(q[c:], k[c:])
-            m = torch.einsum("bhnl,bl->bn", p, self._blend_tokens)
-            self.blend_sum = m if self.blend_sum is None else self.blend_sum.add_(m)
+            self.blend_sum.add_(torch.einsum("bhnl,bl->bn", p, self._blend_tokens))
+        if self.run.static:
+            return self._cross(q, k, v, c, self._W_now.now, self._beta_now.now)
         if not self.cross_on:
             return sdpa(q, k, v)
-        wv = self._W[:, None] @ v[c + 1 :]  # (targets, heads, L, d): M diag(a e w) V_tgt
         if self._beta is None:
             idx = self.index(c, q.device)
-            return sdpa(q[idx], k[idx], torch.cat([v[: c + 1], wv]))
+            return sdpa(q[idx], k[idx], torch.cat([v[: c + 1], self._W[:, None] @ v[c + 1 :]]))
+        return self._cross(q, k, v, c, self._W, self._beta)
+
+    def _cross(self, q, k, v, c, W, beta):
+        """The edited cross-attention output (module docstring, second form) for operands W (targets, L, L) and
+        beta (targets, L)."""
+        wv = W[:, None] @ v[c + 1 :]  # (targets, heads, L, d): M diag(a e w) V_tgt
         n_t, batch = self.run.n - 1, q.shape[0]
         qq = torch.cat([q, q[c : c + 1].expand(n_t, -1, -1, -1)])
         kk = torch.cat([k, k[c : c + 1].expand(n_t, -1, -1, -1)])
-        vv = torch.cat([v[: c + 1], v[c + 1 :] * self._beta[:, None, :, None], wv])
+        vv = torch.cat([v[: c + 1], v[c + 1 :] * beta[:, None, :, None], wv])
         o = sdpa(qq, kk, vv)
         out = o[:batch]
         out[c + 1 :] += o[batch:]
         return out
 
+    def _self_static(self, q, k, v, c):
+        """Self-attention on a compiled UNet: the targets take the source's queries and keys where the step's
+        flag says so, else their own."""
+        n_t, inject = self.run.n - 1, self._self_now.now
+        qq = torch.cat([q[: c + 1], torch.where(inject, q[c : c + 1].expand(n_t, -1, -1, -1), q[c + 1 :])])
+        kk = torch.cat([k[: c + 1], torch.where(inject, k[c : c + 1].expand(n_t, -1, -1, -1), k[c + 1 :])])
+        return sdpa(qq, kk, v)
+
     def step_end(self, step, latents):
-        if self.blend is None or self.blend_sum is None or step not in self.schedule.local_blend:
+        if self.blend is None or step not in self.schedule.local_blend:
             return latents
         h, w = self.blend_shape()
         maps = self.blend_sum.view(-1, 1, h, w)
@@ -301,12 +338,14 @@ class EditResult:
 
 
 def edit(pipe, source: str, targets, edit, *, seed=0, steps=None, guidance=None, latent=None, height=None,
-         width=None, negative_prompt=None, output_type="pil", inversion=None) -> EditResult:
+         width=None, negative_prompt=None, output_type="pil", inversion=None, compile=False) -> EditResult:
     """Generate `source` and edit it into each of `targets` with `edit` (Replace, Refine or Reweight).
 
     Steps and guidance default to 50 and 7.5. With `inversion` (an `sdlab.inversion.Inversion` whose caption is
     `source`) the run starts from the inverted latent with its per-step null embeddings, steps and guidance (seed
-    unused): the source row reproduces the real picture and the targets are edited from it.
+    unused): the source row reproduces the real picture and the targets are edited from it. `compile=True`
+    compiles the UNet first (`sdlab.compile`, kept for later edits; eager with a warning where torch cannot
+    compile); the images are the eager ones within float tolerance.
     """
     if isinstance(targets, str):
         targets = [targets]
@@ -314,6 +353,8 @@ def edit(pipe, source: str, targets, edit, *, seed=0, steps=None, guidance=None,
     if not targets:
         raise ValueError("edit needs at least one target prompt, e.g. edit(pipe, 'a red cat', ['a red dog'], Replace())")
     check_pipeline(pipe, [source, *targets])  # and, for SDXL, both tokenizers read them as the same words
+    if compile:
+        compile_pipeline(pipe)
     if not isinstance(edit, (Replace, Refine, Reweight)):
         raise TypeError(f"edit must be Replace(...), Refine(...) or Reweight(...); got {edit!r}")
     ctl = EditController(edit, pipe.tokenizer, source, targets)

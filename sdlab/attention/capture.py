@@ -7,6 +7,7 @@ of the UNet runs its own processors.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -49,8 +50,14 @@ class CaptureController(Controller):
             raise ValueError(f"no cross-attention layers at level {self.level} in places {self.places}")
         self.shape = next(layer.map_shape(run.latent_hw) for layer in chosen if layer.is_cross)
         self.self_shape = next((l.map_shape(run.latent_hw) for l in chosen if not l.is_cross), None)
-        self.cross_sum, self.self_sum = None, None
-        self.cross_count = self.self_count = 0
+        # running sums and head counts are tensors added to in place: a compiled UNet reads the same tensors at
+        # every step (see sdlab.attention.compiling)
+        pixels = math.prod(self.shape)
+        zeros = lambda *shape: torch.zeros(shape, device=run.device)  # noqa: E731
+        self.cross_sum, self.cross_count = zeros(run.n, pixels, run.tokens), zeros()
+        self.self_sum, self.self_count = None, zeros()
+        if self.self_shape is not None:
+            self.self_sum = zeros(run.n, math.prod(self.self_shape), math.prod(self.self_shape))
 
     def wants(self, layer):
         if layer.place not in self.places:
@@ -63,11 +70,11 @@ class CaptureController(Controller):
         c = self.cond_offset(layer, q.shape[0])
         p = probabilities(q[c:], k[c:]).sum(1)  # (n, queries, keys), summed over heads
         if layer.is_cross:
-            self.cross_sum = p if self.cross_sum is None else self.cross_sum.add_(p)
-            self.cross_count += layer.heads
+            self.cross_sum.add_(p)
+            self.cross_count.add_(layer.heads)
         else:
-            self.self_sum = p if self.self_sum is None else self.self_sum.add_(p)
-            self.self_count += layer.heads
+            self.self_sum.add_(p)
+            self.self_count.add_(layer.heads)
         return sdpa(q, k, v)
 
 
@@ -130,12 +137,13 @@ def capture(
     latent=None,
     height=None,
     width=None,
+    compile: bool = False,
 ) -> Capture:
     """Generate `prompts` (one string or a list) and capture their attention maps.
 
     `res`: height of the maps whose layers are averaged (default: the second-lowest resolution with
     cross-attention). `self_res`: the same for self-attention (default: `res`). `places`: which of the
-    "down", "mid", "up" blocks to average.
+    "down", "mid", "up" blocks to average. `compile=True`: compile the UNet first (`sdlab.compile`).
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     check_pipeline(pipe, prompts)
@@ -143,7 +151,7 @@ def capture(
         align.tokenize(pipe.tokenizer, p)  # warns on truncation
     ctl = CaptureController(res, self_res, places, self_attention)
     gen = generate(pipe, prompts, ctl, seed=seed, steps=steps, guidance=guidance, latent=latent, height=height,
-                   width=width)
+                   width=width, compile=compile)
     cross = (ctl.cross_sum / ctl.cross_count).float().cpu().reshape(len(prompts), *ctl.shape, -1)
     self_maps = None
     if ctl.self_sum is not None:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import weakref
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from .compiling import uncompiled
 from .processor import SUPPORTED_PROCESSORS, ControlledProcessor, LayerInfo, describe_layers
 
 _IN_USE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -33,10 +34,17 @@ class Run:
     """(height, width) of the latent."""
     device: torch.device
     dtype: torch.dtype
+    tokens: int = 77
+    """Length of the text encoder's sequence: the keys of every cross-attention layer."""
+    static: bool = False
+    """The UNet is compiled (`sdlab.attention.compiling`): installed processors stay active at every step, and
+    what changes between steps lives in tensors the controller updates in place (`StepTable`)."""
+    n: int = field(init=False)
+    """Number of prompts. A plain int, so code compiled in a UNet reads no prompt text (new prompts reuse the
+    compiled graph)."""
 
-    @property
-    def n(self) -> int:
-        return len(self.prompts)
+    def __post_init__(self):
+        object.__setattr__(self, "n", len(self.prompts))
 
 
 class Controller:
@@ -54,7 +62,8 @@ class Controller:
         return False
 
     def active(self, layer: LayerInfo, step: int) -> bool:
-        """Whether `layer` needs `attend` at `step`; inactive layers run their original processor."""
+        """Whether `layer` needs `attend` at `step`; inactive layers run their original processor. Not asked on a
+        compiled UNet (`Run.static`), where every installed layer is active at every step."""
         return True
 
     def attend(self, layer: LayerInfo, q, k, v) -> torch.Tensor:
@@ -80,11 +89,25 @@ class Controller:
     def set_step(self, step: int) -> None:
         self.step = step
         for proc in self._processors:
-            proc.active = self.active(proc.layer, step)
+            proc.active = self.run.static or self.active(proc.layer, step)
+
+
+class StepTable:
+    """A value that changes between steps, for a compiled UNet: every step's value is stacked once per run
+    (`table`, one row per distinct value) and `now` holds the current one, copied in place by `set(row)`, so the
+    compiled graph reads one tensor whose storage never changes."""
+
+    def __init__(self, table: torch.Tensor):
+        self.table = table
+        self.now = table[0].clone()
+
+    def set(self, row: int) -> None:
+        self.now.copy_(self.table[row])
 
 
 def check_unet(unet) -> list[LayerInfo]:
     """The UNet's attention layers, or a clear error if it has no cross-attention (no text conditioning)."""
+    unet = uncompiled(unet)
     if not hasattr(unet, "attn_processors") or not hasattr(unet, "set_attn_processor"):
         raise TypeError(f"{type(unet).__name__} is not a diffusers UNet with attention processors")
     layers = describe_layers(unet)
@@ -99,7 +122,9 @@ def check_unet(unet) -> list[LayerInfo]:
 @contextmanager
 def control(unet, controller: Controller, run: Run):
     """Install `controller` on `unet` for the duration of the `with` block; restore the original processors
-    on exit and on any exception. Refuses a second controller on a UNet that is already controlled."""
+    on exit and on any exception. Refuses a second controller on a UNet that is already controlled. A compiled
+    `unet` gets the processors on the module it wraps (they run inside its graph)."""
+    unet = uncompiled(unet)
     layers = check_unet(unet)
     holder = _IN_USE.get(unet)
     if holder is not None:

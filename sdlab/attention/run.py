@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..toymodel.tokenizer import check_prompts
+from .compiling import compile_pipeline, is_compiled
 from .control import Controller, Run, control
 from .pipelines import check_pipeline, is_sdxl
 
@@ -54,6 +55,7 @@ def generate(
     output_type: str = "pil",
     null_embeds: torch.Tensor | None = None,
     step_hook=None,
+    compile: bool = False,
 ) -> Generation:
     """Generate one image per prompt from one shared initial latent, under `controller` if given.
 
@@ -66,6 +68,9 @@ def generate(
     unconditional half. A row is read just before its step, after `step_hook`, so a hook may fill it as the run
     goes. Unused at guidance `<= 1`. `step_hook(i, t, latents)` is called after step i (after the controller)
     and may return changed latents.
+
+    `compile=True` compiles the pipeline's UNet first (`sdlab.compile`: kept for later calls; eager with a
+    warning where torch cannot compile). A run on a compiled UNet is static (`Run.static`).
     """
     if isinstance(prompts, str):
         prompts = [prompts]
@@ -73,6 +78,8 @@ def generate(
     if not prompts or not all(isinstance(p, str) for p in prompts):
         raise TypeError(f"prompts must be a non-empty list of strings, got {prompts!r}")
     check_pipeline(pipe, prompts)  # and, for SDXL, both tokenizers read the prompts as the same words
+    if compile:
+        compile_pipeline(pipe)
     check_prompts(pipe, prompts)  # the toy model warns about words it never saw
     if latent is None:
         latent = initial_latent(pipe, seed, height, width)
@@ -110,7 +117,8 @@ def generate(
     if controller is None and step_hook is None and not swap:
         out = pipe(**kwargs)
     else:
-        run = Run(tuple(prompts), n_steps, (h, w), device, dtype)
+        run = Run(tuple(prompts), n_steps, (h, w), device, dtype, tokens=pipe.tokenizer.model_max_length,
+                  static=is_compiled(pipe.unet))
 
         def step_end(pipeline, i, t, tensors):
             latents = tensors["latents"]
