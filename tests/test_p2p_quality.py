@@ -55,7 +55,10 @@ def replaced_pair(pipe):
     return measured("replace, two objects", eq.replace_pair(pipe, N, steps=STEPS))
 
 
-@pytest.mark.parametrize("two", [False, True], ids=["one-object", "two-objects"])
+@pytest.mark.parametrize("two", [
+    pytest.param(False, id="one-object"),
+    pytest.param(True, id="two-objects", marks=missed("two-object scenes' mean map IoU 0.548 (one object: 0.703)")),
+])
 def test_capture_object_words_map_onto_their_objects(pipe, two):
     m = measured(f"capture ({'two' if two else 'one'} objects)", eq.capture_iou(pipe, N, two=two, steps=STEPS))
     assert m["map_iou"] >= 0.6
@@ -116,6 +119,7 @@ def test_reweight_bumpy_rises_with_weight(reweighted):
     assert all(a < b for a, b in zip(means, means[1:])), means
 
 
+@missed('"bumpy" x0 reads bumpiness 1.116, the model\'s own smooth roads 0.303 (x-2: 0.788)')
 def test_reweight_bumpy_by_zero_leaves_a_smooth_road(reweighted):
     assert reweighted["w=0"] <= reweighted["smooth_generated"]  # no rougher than the model's own smooth roads
 
