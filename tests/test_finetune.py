@@ -313,7 +313,7 @@ def test_toy_defaults_pick_probes_for_objects_the_data_never_shows(tmp_path):
     assert {o for p in probes for o in named_objects(p)} == {"house", "tree", "car", "star"}  # the yoda role
     assert default_prompts(512, captions)[1] == REAL_PROBES  # real models get the report's "yoda"
 
-    world = [s.caption for s in sample_scenes(64, 0, style="creature")]  # shows every object: no yoda left
+    world = [s.caption for s in sample_scenes(64, 0, style="creature", world=1)]  # every object: no yoda left
     with pytest.warns(UserWarning, match="no probe is out of its domain.*export_narrow"):
         _, fallback = default_prompts(64, world)
     shown = {tuple(parse_toy_prompt(c).values()) for c in world}
@@ -325,7 +325,7 @@ def test_narrow_scenes_are_a_filtered_stream_of_the_world():
 
     few, more = narrow_scenes(5, 7), narrow_scenes(30, 7)
     assert more[:5] == few  # the first n never depend on how many are asked for
-    world = [s for s in sample_scenes(400, 7, style="creature") if s.object in ("cat", "dog", "fish", "bird")]
+    world = [s for s in sample_scenes(400, 7, style="creature", world=1) if s.object in ("cat", "dog", "fish", "bird")]
     assert more == world[:30]
     pairs = narrow_scenes(30, 1, ("house", "tree"), world=2)
     assert all({t.object for t in s.things} <= {"house", "tree"} for s in pairs)
@@ -344,7 +344,7 @@ def test_toy_metrics_read_fidelity_and_style_from_renders():
 
     from sdlab.finetune.metrics import ToyWorldMetrics
 
-    scenes = [s for s in sample_scenes(40, 3) if s.style == "plain"][:6]
+    scenes = [s for s in sample_scenes(40, 3, world=1) if s.style == "plain"][:6]
     creatures = [replace(s, style="creature") for s in scenes]
     m = ToyWorldMetrics()
     plain = m.measure([render(s) for s in scenes], [s.caption for s in scenes])

@@ -18,9 +18,9 @@ def world2():
 
 
 def test_world_1_is_unchanged_by_the_new_options():
-    scenes = sample_scenes(200, 3, watercolor=0.3)
+    scenes = sample_scenes(200, 3, watercolor=0.3, world=1)
     assert all(s.second is None and s.horizon == 0 and s.details == 0 and s.facing == 1 for s in scenes)
-    assert scenes == sample_scenes(200, 3, watercolor=0.3, world=1)
+    assert sample_scenes(200, 3, watercolor=0.3) == sample_scenes(200, 3, watercolor=0.3, world=2)  # the default
     with pytest.raises(ValueError, match="world must be 1 or 2"):
         sample_scenes(3, 0, world=3)
 

@@ -264,7 +264,7 @@ def sample_scenes(
     watercolor: float = 0.0,
     patterned: float = 0.5,
     bumpy: float = 0.5,
-    world: int = 1,
+    world: int = 2,
     pairs: float = 0.4,
     horizon: float = 0.7,
 ) -> list[Scene]:
@@ -277,8 +277,8 @@ def sample_scenes(
         watercolor: probability that a plain-style scene is a watercolor painting.
         patterned: probability that an object is striped or dotted (half each).
         bumpy: probability that a road is bumpy (bumpiness >= BUMPY_THRESHOLD); smooth roads get 0 to 0.2.
-        world: 1 (one object placed uniformly, no detail: the first model's world) or 2 (layout by object
-            from `LAYOUT`, one or two objects, a horizon, unnamed detail).
+        world: 2 (the default, the shipped model's: layout by object from `LAYOUT`, one or two objects, a
+            horizon, unnamed detail) or 1 (one object placed uniformly, no detail: the first model's world).
         pairs: world 2: probability of two objects (two different objects).
         horizon: world 2: probability that a ground background has a horizon.
     """
