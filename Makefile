@@ -1,6 +1,7 @@
 # sdlab: the two commands of the README.
 #   make figures   run every notebook headless, write figures/ and figures/index.md
-#   make test      pytest: unit, property and quality tests, and the notebooks through nbval
+#   make test      pytest: unit and property tests, and the notebooks through nbval
+#   make test-bars the slow tests: the issue bars measured on the shipped toy model
 # Both create .venv when it is missing and (re)install the project when pyproject.toml changes.
 # TORCH is what pip installs for torch first, e.g. TORCH=torch==2.13.0 (CI). Left empty, .ci/torch-spec
 # chooses: with an NVIDIA GPU (`nvidia-smi -L` lists one) the default index's torch (the CUDA build); without,
@@ -15,13 +16,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sdlab-installed
 
-.PHONY: figures test test-deps
+.PHONY: figures test test-bars test-deps
 
 figures: $(STAMP)
 	$(PY) -m sdlab figures $(ARGS)
 
 test: $(STAMP) test-deps
-	SDLAB_FIGURES_DIR=$(CURDIR)/build/test-figures $(PY) -m pytest --nbval-lax tests notebooks
+	SDLAB_FIGURES_DIR=$(CURDIR)/build/test-figures $(PY) -m pytest --nbval-lax -m "not slow" tests notebooks
+
+# The issue bars measured on the shipped toy model (quality, prompt-to-prompt, inversion: tests marked slow);
+# about 35 minutes on two CPU cores, so they are not part of `make test`.
+test-bars: $(STAMP)
+	$(PY) -m pytest -m slow -rxX -s tests
 
 # What tests/test_browser.py drives: Debian's chromium and chromium-driver (apt, as root or through sudo) and
 # Selenium in the venv; each is installed only when missing.
