@@ -124,3 +124,18 @@ def test_bumpiness_is_drawn_only_on_roads_and_graded():
     assert not np.array_equal(np.asarray(render(smooth)), np.asarray(render(bumpy)))
     on_sand = dataclasses.replace(smooth, background="sand")
     assert np.array_equal(np.asarray(render(on_sand)), np.asarray(render(dataclasses.replace(on_sand, bumpiness=1.0))))
+
+
+def test_creature_outline_dilation_matches_pils_max_filter_pixel_for_pixel():
+    """render's fast dilation (the creature outline) is PIL's MaxFilter, edges and all, for every object and size."""
+    from PIL import ImageFilter
+
+    from sdlab.toyworld.render import _S, _dilate, _silhouette
+
+    scenes = sample_scenes(12, seed=3, style="creature", world=2) + sample_scenes(8, seed=4, style="creature", world=1)
+    things = [t for s in scenes for t in s.things]
+    assert {t.object for t in things} >= {"cat", "dog", "fish", "bird"}
+    for thing in things:
+        silhouette = _silhouette(thing)
+        for size in (3, 2 * 2 * _S + 1):
+            assert np.array_equal(_dilate(silhouette, size), np.asarray(silhouette.filter(ImageFilter.MaxFilter(size))))

@@ -314,10 +314,15 @@ def _draw_thing(img: np.ndarray, thing: Thing, style: str, rng: np.random.Random
         grain = np.kron(rng.uniform(0.9, 1.1, (n // 4, n // 4)), np.ones((4, 4)))[:, :, None]
         obj = obj * grain
     if style == "creature":
-        ring = silhouette.filter(ImageFilter.MaxFilter(2 * 2 * _S + 1))
-        ring_mask = np.asarray(ring, dtype=np.float32)[:, :, None] / 255.0
+        ring_mask = _dilate(silhouette, 2 * 2 * _S + 1).astype(np.float32)[:, :, None] / 255.0
         img = img * (1 - ring_mask) + np.array(OUTLINE, dtype=np.float32) * ring_mask
     return img * (1 - mask) + obj * mask
+
+
+def _dilate(mask: Image.Image, size: int) -> np.ndarray:
+    """`mask` dilated by a size x size square: what `mask.filter(ImageFilter.MaxFilter(size))` gives (edges
+    replicated), pixel for pixel, but separable and about 60x faster at the 4x drawing size."""
+    return ndimage.maximum_filter(np.asarray(mask), size=size, mode="nearest")
 
 
 def render_many(scenes) -> list[Image.Image]:
