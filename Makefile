@@ -7,11 +7,13 @@
 # chooses: with an NVIDIA GPU (`nvidia-smi -L` lists one) the default index's torch (the CUDA build); without,
 # the CPU build from TORCH_CPU_INDEX, or the default index's torch when that index cannot be reached.
 # ARGS go to `sdlab figures`, e.g. make figures ARGS="-p STEPS 10" (that run's figures: build/figures-steps-10/).
+# JOBS notebooks run at once, each kernel with cpu_count / JOBS threads (2 lanes: ~1.5x faster on 2 cores).
 
 PYTHON ?= python3
 TORCH ?=
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 ARGS ?=
+JOBS ?= 2
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sdlab-installed
@@ -19,7 +21,7 @@ STAMP := $(VENV)/.sdlab-installed
 .PHONY: figures test test-bars test-deps
 
 figures: $(STAMP)
-	$(PY) -m sdlab figures $(ARGS)
+	$(PY) -m sdlab figures --jobs $(JOBS) $(ARGS)
 
 test: $(STAMP) test-deps
 	SDLAB_FIGURES_DIR=$(CURDIR)/build/test-figures $(PY) -m pytest --nbval-lax -m "not slow" tests notebooks

@@ -12,16 +12,25 @@ Batch reruns: `sdlab figures -p STEPS 50 -p MODEL some/folder` passes each param
 to a folder of its own, `build/figures-<parameters>/` (executed copies in `build/notebooks-<parameters>/`),
 never over the committed `figures/` unless asked with `--output figures`. A parameter that no notebook of the
 run declares is an error, listing each notebook's parameters, before anything runs.
+
+Lanes: `--jobs N` runs up to N notebooks at once, each in a kernel limited to cpu_count / N threads (on a small
+CPU two single-threaded kernels do more than one with two threads: imports, papermill and the evaluator are
+single-threaded Python). A notebook that reads what another writes names it in its metadata,
+`"sdlab": {"after": ["06_finetuning"]}`, and starts only once that one has finished (when both are in the run).
+Each figure is credited to the notebook whose number prefixes its name (`NN_*.png`), as every notebook names them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import re
 import shlex
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,6 +149,57 @@ def run_notebook(notebook: Path, build: Path, figures: Path, kernel: str = "pyth
     return run
 
 
+def _run_in_lane(notebook: Path, build: Path, figures: Path, kernel: str, parameters: dict, threads: int):
+    """`run_notebook` in a worker process whose kernel gets `threads` CPU threads (through the environment the
+    kernel inherits: OMP_NUM_THREADS is what torch reads at import)."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    return run_notebook(notebook, build, figures, kernel, parameters)
+
+
+def prerequisites(notebook: Path) -> list[str]:
+    """The notebooks (file stems) `notebook` must run after: its metadata's `sdlab.after`."""
+    after = json.loads(Path(notebook).read_text()).get("metadata", {}).get("sdlab", {}).get("after", [])
+    if not isinstance(after, list) or not all(isinstance(a, str) for a in after):
+        raise ValueError(f"{notebook}: metadata sdlab.after must be a list of notebook names, got {after!r}")
+    return after
+
+
+def run_notebooks(notebooks: list[Path], build: Path, figures: Path, kernel: str, given: dict, jobs: int = 1,
+                  report=lambda run: None) -> dict[str, NotebookRun]:
+    """Run `notebooks` (in order, up to `jobs` at once, each after its `prerequisites` of this run); `report`
+    is called with each finished run. Returns the runs by notebook name."""
+    ran = {}
+    if jobs <= 1:
+        for nb in notebooks:
+            print(f"running {nb} ...", flush=True)
+            ran[nb.name] = run = run_notebook(nb, build, figures, kernel, given[nb])
+            report(run)
+        return ran
+    stems = {nb.stem for nb in notebooks}
+    waits = {nb: [a for a in prerequisites(nb) if a in stems] for nb in notebooks}
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    pending, running, finished = list(notebooks), {}, set()
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        while pending or running:
+            for nb in [nb for nb in pending if all(a in finished for a in waits[nb])][: jobs - len(running)]:
+                pending.remove(nb)
+                print(f"running {nb} ({threads} thread{'s' * (threads > 1)}) ...", flush=True)
+                running[pool.submit(_run_in_lane, nb, build, figures, kernel, given[nb], threads)] = nb
+            if not running:  # only reachable through a cycle of `after`
+                raise ValueError(f"notebooks wait for each other (metadata sdlab.after): {[p.name for p in pending]}")
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                nb = running.pop(future)
+                run = future.result()
+                prefix = nb.name.split("_")[0] + "_"  # lanes write into one folder: credit figures by their name
+                run.figures = [p for p in run.figures if p.name.startswith(prefix)]
+                ran[nb.name] = run
+                finished.add(nb.stem)
+                report(run)
+    return {nb.name: ran[nb.name] for nb in notebooks}
+
+
 def index_markdown(runs: list[NotebookRun], figures: Path, parameters: dict | None = None,
                    build: Path = Path("build/notebooks")) -> str:
     """The index page: one section per notebook with its figures, then any PNG no notebook claims; with
@@ -184,11 +244,16 @@ def main(argv=None) -> int:
                         help="executed copies (default: build/notebooks/, or with -p build/notebooks-<parameters>/)")
     parser.add_argument("--only", nargs="*", default=(), help="run only notebooks whose name contains one of these")
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel name")
+    parser.add_argument("--jobs", "-j", type=int, default=1,
+                        help="notebooks run at once, each kernel with cpu_count / JOBS threads (default 1)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
                         help="pass NAME = VALUE to every notebook whose parameters cell declares NAME (repeatable; "
                              "VALUE read as papermill's -p reads it: True/False/None, int, float, else text)")
     args = parser.parse_args(argv)
 
+    if args.jobs < 1:
+        print(f"sdlab figures: --jobs must be 1 or more (notebooks run at once), got {args.jobs}", file=sys.stderr)
+        return 2
     notebooks = find_notebooks(args.notebooks, args.only)
     try:  # before anything runs: every parameter must be declared by some notebook of this run
         typed = parse_parameters(args.parameter)
@@ -204,15 +269,19 @@ def main(argv=None) -> int:
         print(f"parameters {parameters}: figures to {args.figures}/, executed notebooks to {args.build}/", flush=True)
     args.figures.mkdir(parents=True, exist_ok=True)
     args.build.mkdir(parents=True, exist_ok=True)
-    ran = {}
-    for nb in notebooks:
-        print(f"running {nb} ...", flush=True)
-        run = run_notebook(nb, args.build, args.figures, args.kernel, given[nb])
+    def report(run):
         status = "FAILED: " + run.error if run.error else f"{len(run.figures)} figures, {run.images} images shown"
-        print(f"  {run.seconds:.0f}s, {status}", flush=True)
+        print(f"  {run.notebook.name}: {run.seconds:.0f}s, {status}", flush=True)
         for problem in run.problems:
-            print(f"  {nb.name} {problem}", file=sys.stderr, flush=True)
-        ran[nb.name] = run
+            print(f"  {run.notebook.name} {problem}", file=sys.stderr, flush=True)
+
+    started = time.perf_counter()
+    try:
+        ran = run_notebooks(notebooks, args.build, args.figures, args.kernel, given, args.jobs, report)
+    except ValueError as e:
+        print(f"sdlab figures: {e}", file=sys.stderr)
+        return 2
+    print(f"{len(ran)} notebook(s) in {time.perf_counter() - started:.0f}s ({args.jobs} at a time)", flush=True)
     runs = []
     # notebooks skipped by --only keep the figures named after them (a run with parameters lists only its own)
     for nb in notebooks if parameters else find_notebooks(args.notebooks):

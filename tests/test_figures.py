@@ -185,3 +185,57 @@ def test_parameter_values_are_read_as_papermill_reads_them(tmp_path):
     assert run_slug({"STEPS": 10, "MODEL": "/a/b c"}) == "steps-10_model-a-b-c"
     long = run_slug({"PROMPT": "a watercolor painting of a red cat on grass under the moon at night"})
     assert len(long) <= 60 and long != run_slug({"PROMPT": "a watercolor painting of a red cat on grass under the moon"})
+
+
+LANE = """
+import json, os, time
+from pathlib import Path
+start = time.time()
+for name in {needs}:
+    assert (Path(FIGURES) / (name + ".json")).is_file(), name + " has not finished"
+time.sleep(2)
+Path(FIGURES, "{name}.json").write_text(json.dumps(dict(start=start, end=time.time(),
+                                                        threads=os.environ.get("OMP_NUM_THREADS"))))
+"""
+
+
+def test_jobs_run_notebooks_side_by_side_and_after_what_they_read(tmp_path):
+    import json
+    import os
+
+    import nbformat
+
+    nbs, figures = tmp_path / "notebooks", tmp_path / "figures"
+    nbs.mkdir()
+    _notebook(nbs / "00_a.ipynb", LANE.format(name="a", needs=[]) + SAVE_PNG.format(name="00_a.png"))
+    _notebook(nbs / "01_b.ipynb", LANE.format(name="b", needs=[]) + SAVE_PNG.format(name="01_b.png"))
+    _notebook(nbs / "02_c.ipynb", LANE.format(name="c", needs=["a"]) + SAVE_PNG.format(name="02_c.png"))
+    nb = nbformat.read(nbs / "02_c.ipynb", as_version=4)
+    nb.metadata["sdlab"] = {"after": ["00_a"]}  # it reads what 00_a writes
+    nbformat.write(nb, nbs / "02_c.ipynb")
+
+    assert main(["--notebooks", str(nbs), "--figures", str(figures), "--build", str(tmp_path / "b"), "--jobs", "2"]) == 0
+    t = {k: json.loads((figures / f"{k}.json").read_text()) for k in "abc"}
+    assert t["a"]["start"] < t["b"]["end"] and t["b"]["start"] < t["a"]["end"]  # two lanes: side by side
+    assert t["c"]["start"] >= t["a"]["end"]  # waited for the notebook it names
+    assert {v["threads"] for v in t.values()} == {str(max(1, os.cpu_count() // 2))}
+    index = (figures / "index.md").read_text()  # each figure credited to its own notebook although lanes overlap
+    assert index.index("## 00_a.ipynb") < index.index("00_a.png") < index.index("## 01_b.ipynb") < \
+        index.index("01_b.png") < index.index("## 02_c.ipynb") < index.index("02_c.png")
+
+
+def test_jobs_refuse_a_cycle_and_a_count_below_one(tmp_path, capsys):
+    import nbformat
+
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    for name, after in (("00_a", "01_b"), ("01_b", "00_a")):
+        _notebook(nbs / f"{name}.ipynb", "raise SystemExit('must not run')")
+        nb = nbformat.read(nbs / f"{name}.ipynb", as_version=4)
+        nb.metadata["sdlab"] = {"after": [after]}
+        nbformat.write(nb, nbs / f"{name}.ipynb")
+    out = ["--notebooks", str(nbs), "--figures", str(tmp_path / "f"), "--build", str(tmp_path / "b")]
+    assert main(out + ["--jobs", "2"]) == 2
+    assert "notebooks wait for each other" in capsys.readouterr().err
+    assert main(out + ["--jobs", "0"]) == 2
+    assert "--jobs must be 1 or more" in capsys.readouterr().err
