@@ -16,7 +16,8 @@ run declares is an error, listing each notebook's parameters, before anything ru
 Lanes: `--jobs N` runs up to N notebooks at once, each in a kernel limited to cpu_count / N threads (on a small
 CPU two single-threaded kernels do more than one with two threads: imports, papermill and the evaluator are
 single-threaded Python). A notebook that reads what another writes names it in its metadata,
-`"sdlab": {"after": ["06_finetuning"]}`, and starts only once that one has finished (when both are in the run).
+`"sdlab": {"after": ["06_finetuning"]}`, and starts only once that one has finished (when both are in the run);
+a notebook another waits for starts before the rest, so the chain does not end the run alone.
 Each figure is credited to the notebook whose number prefixes its name (`NN_*.png`), as every notebook names them.
 """
 
@@ -167,8 +168,8 @@ def prerequisites(notebook: Path) -> list[str]:
 
 def run_notebooks(notebooks: list[Path], build: Path, figures: Path, kernel: str, given: dict, jobs: int = 1,
                   report=lambda run: None) -> dict[str, NotebookRun]:
-    """Run `notebooks` (in order, up to `jobs` at once, each after its `prerequisites` of this run); `report`
-    is called with each finished run. Returns the runs by notebook name."""
+    """Run `notebooks` (in order, up to `jobs` at once, each after its `prerequisites` of this run, and those
+    another waits for first); `report` is called with each finished run. Returns the runs by notebook name."""
     ran = {}
     if jobs <= 1:
         for nb in notebooks:
@@ -178,8 +179,11 @@ def run_notebooks(notebooks: list[Path], build: Path, figures: Path, kernel: str
         return ran
     stems = {nb.stem for nb in notebooks}
     waits = {nb: [a for a in prerequisites(nb) if a in stems] for nb in notebooks}
+    awaited = {a for after in waits.values() for a in after}
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    pending, running, finished = list(notebooks), {}, set()
+    # what others wait for starts first (it heads the longest chain), then the numbered order
+    pending = sorted(notebooks, key=lambda nb: (nb.stem not in awaited, notebooks.index(nb)))
+    running, finished = {}, set()
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         while pending or running:
             for nb in [nb for nb in pending if all(a in finished for a in waits[nb])][: jobs - len(running)]:

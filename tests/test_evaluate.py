@@ -190,3 +190,18 @@ def test_horizon_is_read_where_drawn():
     scene = Scene("cat", "red", "sand", size=28, x=30, y=46, horizon=22.0, details=3, texture_seed=5)
     assert abs(analyze(render(scene)).horizon - 22) <= 2
     assert analyze(render(dataclasses.replace(scene, horizon=0.0))).horizon == 0
+
+
+def test_a_sliver_reads_plain_without_numpy_warnings():
+    """A generated picture may hold a thin horizontal sliver: the pattern reader has no columns to compare."""
+    import warnings
+
+    from sdlab.toyworld.evaluate import _pattern
+
+    arr = np.full((64, 64, 3), 200.0)
+    mask = np.zeros((64, 64), bool)
+    mask[30:33, 5:60] = True  # 3 rows: eroded once, one row of 53 pixels and no column with 4
+    arr[31, 5:60:2] = 20.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _pattern(arr, mask, np.zeros_like(mask)) == "plain"

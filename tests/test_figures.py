@@ -207,21 +207,21 @@ def test_jobs_run_notebooks_side_by_side_and_after_what_they_read(tmp_path):
 
     nbs, figures = tmp_path / "notebooks", tmp_path / "figures"
     nbs.mkdir()
-    _notebook(nbs / "00_a.ipynb", LANE.format(name="a", needs=[]) + SAVE_PNG.format(name="00_a.png"))
-    _notebook(nbs / "01_b.ipynb", LANE.format(name="b", needs=[]) + SAVE_PNG.format(name="01_b.png"))
-    _notebook(nbs / "02_c.ipynb", LANE.format(name="c", needs=["a"]) + SAVE_PNG.format(name="02_c.png"))
-    nb = nbformat.read(nbs / "02_c.ipynb", as_version=4)
-    nb.metadata["sdlab"] = {"after": ["00_a"]}  # it reads what 00_a writes
-    nbformat.write(nb, nbs / "02_c.ipynb")
+    for name, needs in (("00_a", []), ("01_b", []), ("02_c", []), ("03_d", ["c"])):
+        _notebook(nbs / f"{name}.ipynb", LANE.format(name=name[-1], needs=needs) + SAVE_PNG.format(name=f"{name}.png"))
+    nb = nbformat.read(nbs / "03_d.ipynb", as_version=4)
+    nb.metadata["sdlab"] = {"after": ["02_c"]}  # it reads what 02_c writes
+    nbformat.write(nb, nbs / "03_d.ipynb")
 
     assert main(["--notebooks", str(nbs), "--figures", str(figures), "--build", str(tmp_path / "b"), "--jobs", "2"]) == 0
-    t = {k: json.loads((figures / f"{k}.json").read_text()) for k in "abc"}
-    assert t["a"]["start"] < t["b"]["end"] and t["b"]["start"] < t["a"]["end"]  # two lanes: side by side
-    assert t["c"]["start"] >= t["a"]["end"]  # waited for the notebook it names
+    t = {k: json.loads((figures / f"{k}.json").read_text()) for k in "abcd"}
+    assert t["a"]["start"] < t["c"]["end"] and t["c"]["start"] < t["a"]["end"]  # two lanes: side by side
+    assert t["c"]["start"] < t["b"]["start"]  # what another waits for starts first, before the numbered order
+    assert t["d"]["start"] >= t["c"]["end"]  # waited for the notebook it names
     assert {v["threads"] for v in t.values()} == {str(max(1, os.cpu_count() // 2))}
     index = (figures / "index.md").read_text()  # each figure credited to its own notebook although lanes overlap
-    assert index.index("## 00_a.ipynb") < index.index("00_a.png") < index.index("## 01_b.ipynb") < \
-        index.index("01_b.png") < index.index("## 02_c.ipynb") < index.index("02_c.png")
+    order = [index.index(x) for n in ("00_a", "01_b", "02_c", "03_d") for x in (f"## {n}.ipynb", f"{n}.png")]
+    assert order == sorted(order)
 
 
 def test_jobs_refuse_a_cycle_and_a_count_below_one(tmp_path, capsys):

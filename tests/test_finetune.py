@@ -321,12 +321,14 @@ def test_toy_defaults_pick_probes_for_objects_the_data_never_shows(tmp_path):
 
 
 def test_narrow_scenes_are_a_filtered_stream_of_the_world():
-    from sdlab.finetune.probes import narrow_scenes
+    from sdlab.finetune.probes import CREATURE_OBJECTS, narrow_scenes
 
     few, more = narrow_scenes(5, 7), narrow_scenes(30, 7)
     assert more[:5] == few  # the first n never depend on how many are asked for
-    world = [s for s in sample_scenes(400, 7, style="creature", world=1) if s.object in ("cat", "dog", "fish", "bird")]
-    assert more == world[:30]
+    world = [s for s in sample_scenes(400, 7, style="creature") if {t.object for t in s.things} <= set(CREATURE_OBJECTS)]
+    assert more == world[:30] and any(s.second is not None for s in more)  # world 2 (the default): pairs too
+    assert narrow_scenes(4, 7, world=1) == [s for s in sample_scenes(40, 7, style="creature", world=1)
+                                            if s.object in CREATURE_OBJECTS][:4]
     pairs = narrow_scenes(30, 1, ("house", "tree"), world=2)
     assert all({t.object for t in s.things} <= {"house", "tree"} for s in pairs)
     assert any(s.second is not None for s in pairs)
@@ -392,3 +394,31 @@ def test_cpu_run_keeps_freed_memory_for_the_next_step(model, data, tmp_path, mon
     monkeypatch.setattr(train_mod, "reuse_freed_memory", lambda: called.append(True))
     finetune(cfg(model, data, tmp_path / "o", max_steps=1, checkpoint_every=0, cpu=True))
     assert called == [True]
+
+
+def test_calibrate_probes_scores_candidates_in_chunks_until_enough_are_right(monkeypatch):
+    from types import SimpleNamespace
+
+    import sdlab.attention
+    from sdlab.finetune.probes import TOY_PROBE_CANDIDATES, calibrate_probes
+
+    candidates = list(TOY_PROBE_CANDIDATES[:8])
+    fidelity = {p: 1.0 if i in (1, 2, 4) else 0.5 - i / 100 for i, p in enumerate(candidates)}
+    asked = []
+
+    def fake_generate(pipe, prompts, seed, steps, guidance):
+        asked.append(list(prompts))
+        return SimpleNamespace(images=list(prompts))
+
+    class Metrics:
+        def measure(self, images, prompts):
+            return [{"fidelity": fidelity[p]} for p in prompts]
+
+    monkeypatch.setattr(sdlab.attention, "generate", fake_generate)
+    probes, right = calibrate_probes(None, candidates, 2, metrics=Metrics())
+    assert probes == (candidates[1], candidates[2]) and right == 2
+    assert asked == [candidates[:2]] * 2 + [candidates[2:4]] * 2  # two seeds per chunk; it stopped at 2 right
+    asked.clear()
+    probes, right = calibrate_probes(None, candidates, 4, metrics=Metrics())  # only 3 right: every one scored
+    assert right == 3 and probes == (candidates[1], candidates[2], candidates[4], candidates[0])
+    assert sum(len(a) for a in asked) == 2 * len(candidates)

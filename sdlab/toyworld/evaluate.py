@@ -262,6 +262,8 @@ def _pattern(arr: np.ndarray, mask: np.ndarray, skip: np.ndarray, depth: int = 1
     # stripes are vertical bands: dark fraction varies much more across columns than across rows
     cols = [dark[:, j].sum() / inner[:, j].sum() for j in range(SIZE) if inner[:, j].sum() >= 4]
     rows = [dark[i, :].sum() / inner[i, :].sum() for i in range(SIZE) if inner[i, :].sum() >= 4]
+    if not cols or not rows:  # a sliver (generated pictures draw some): no bands to compare
+        return "plain"
     return "striped" if np.std(cols) > 1.6 * np.std(rows) else "dotted"
 
 
