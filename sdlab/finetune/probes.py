@@ -109,9 +109,9 @@ def calibrate_probes(pipe, candidates, n: int, *, seeds=(CALIBRATION_SEED, CALIB
     candidates = list(candidates)
     check_toy_probes(candidates)
     metrics = metrics or ToyWorldMetrics()
-    scores = {}
-    for start in range(0, len(candidates), max(n, 1)):  # in chunks of n, until n are right: the same answer
-        chunk = candidates[start:start + max(n, 1)]     # as scoring them all, since order decides among the right
+    scores, size = {}, max(n, 1)
+    for start in range(0, len(candidates), size):  # in chunks of n, until n are right: the same answer as
+        chunk = candidates[start:start + size]     # scoring them all, since order decides among the right ones
         for seed in seeds:
             images = generate(pipe, chunk, seed=seed, steps=steps, guidance=guidance).images
             for prompt, row in zip(chunk, metrics.measure(images, chunk)):
