@@ -7,7 +7,7 @@
 # chooses: with an NVIDIA GPU (`nvidia-smi -L` lists one) the default index's torch (the CUDA build); without,
 # the CPU build from TORCH_CPU_INDEX, or the default index's torch when that index cannot be reached.
 # ARGS go to `sdlab figures`, e.g. make figures ARGS="-p STEPS 10" (that run's figures: build/figures-steps-10/).
-# JOBS notebooks run at once, each kernel with cpu_count / JOBS threads (2 lanes: ~1.5x faster on 2 cores).
+# JOBS notebooks run at once, each kernel with cpu_count / JOBS threads (2 on 2 cores: 6-7 min, BENCHMARKS.md).
 
 PYTHON ?= python3
 TORCH ?=

@@ -97,8 +97,8 @@ def test_replace_in_a_pair_leaves_the_other_object_its_color(replaced_pair):
     assert replaced_pair["untouched_color"] >= 0.9
 
 
-@missed("LocalBlend outside ratio 0.693 (outside change 2.81 with LocalBlend, 4.06 without); likely cause, "
-        "untested: the 8x8 maps, max-pooled 3x3, make a coarse mask")
+@missed("LocalBlend outside ratio 0.693 (outside change 2.81 with LocalBlend, 4.06 without); not the coarse 8x8 "
+        "mask: LocalBlend(res=16) measured worse (0.969 vs 0.740 on 16 scenes)")
 def test_local_blend_keeps_the_rest_of_a_pair(replaced_pair):
     assert replaced_pair["outside_edited_blend"] <= 0.5 * replaced_pair["outside_edited"]
 
