@@ -16,8 +16,9 @@ run declares is an error, listing each notebook's parameters, before anything ru
 Lanes: `--jobs N` runs up to N notebooks at once, each in a kernel limited to cpu_count / N threads (on a small
 CPU two single-threaded kernels do more than one with two threads: imports, papermill and the evaluator are
 single-threaded Python). A notebook that reads what another writes names it in its metadata,
-`"sdlab": {"after": ["06_finetuning"]}`, and starts only once that one has finished (when both are in the run);
-a notebook another waits for starts before the rest, so the chain does not end the run alone.
+`"sdlab": {"after": ["06_finetuning"]}`, and starts only once that one has finished (when both are in the run;
+with one lane too, where the numbered order is otherwise kept); in lanes a notebook another waits for starts
+before the rest, so the chain does not end the run alone.
 Each figure is credited to the notebook whose number prefixes its name (`NN_*.png`), as every notebook names them.
 """
 
@@ -166,32 +167,49 @@ def prerequisites(notebook: Path) -> list[str]:
     return after
 
 
+def _next_ready(pending: list[Path], waits: dict, finished: set) -> list[Path]:
+    """The `pending` notebooks whose prerequisites have all finished, in `pending`'s order."""
+    return [nb for nb in pending if all(a in finished for a in waits[nb])]
+
+
+def _cycle(pending: list[Path]) -> ValueError:
+    return ValueError(f"notebooks wait for each other (metadata sdlab.after): {[p.name for p in pending]}")
+
+
 def run_notebooks(notebooks: list[Path], build: Path, figures: Path, kernel: str, given: dict, jobs: int = 1,
                   report=lambda run: None) -> dict[str, NotebookRun]:
-    """Run `notebooks` (in order, up to `jobs` at once, each after its `prerequisites` of this run, and those
-    another waits for first); `report` is called with each finished run. Returns the runs by notebook name."""
-    ran = {}
-    if jobs <= 1:
-        for nb in notebooks:
-            print(f"running {nb} ...", flush=True)
-            ran[nb.name] = run = run_notebook(nb, build, figures, kernel, given[nb])
-            report(run)
-        return ran
+    """Run `notebooks`, each after its `prerequisites` of this run; `report` is called with each finished run.
+    One lane (`jobs` 1) keeps the numbered order but for that; with more, up to `jobs` run at once and those
+    another waits for start first. Returns the runs by notebook name, in the numbered order."""
     stems = {nb.stem for nb in notebooks}
     waits = {nb: [a for a in prerequisites(nb) if a in stems] for nb in notebooks}
+    ran, finished = {}, set()
+    if jobs <= 1:
+        pending = list(notebooks)
+        while pending:
+            ready = _next_ready(pending, waits, finished)
+            if not ready:
+                raise _cycle(pending)
+            nb = ready[0]
+            pending.remove(nb)
+            print(f"running {nb} ...", flush=True)
+            ran[nb.name] = run = run_notebook(nb, build, figures, kernel, given[nb])
+            finished.add(nb.stem)
+            report(run)
+        return {nb.name: ran[nb.name] for nb in notebooks}
     awaited = {a for after in waits.values() for a in after}
     threads = max(1, (os.cpu_count() or 1) // jobs)
     # what others wait for starts first (it heads the longest chain), then the numbered order
     pending = sorted(notebooks, key=lambda nb: (nb.stem not in awaited, notebooks.index(nb)))
-    running, finished = {}, set()
+    running = {}
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         while pending or running:
-            for nb in [nb for nb in pending if all(a in finished for a in waits[nb])][: jobs - len(running)]:
+            for nb in _next_ready(pending, waits, finished)[: jobs - len(running)]:
                 pending.remove(nb)
                 print(f"running {nb} ({threads} thread{'s' * (threads > 1)}) ...", flush=True)
                 running[pool.submit(_run_in_lane, nb, build, figures, kernel, given[nb], threads)] = nb
             if not running:  # only reachable through a cycle of `after`
-                raise ValueError(f"notebooks wait for each other (metadata sdlab.after): {[p.name for p in pending]}")
+                raise _cycle(pending)
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 nb = running.pop(future)

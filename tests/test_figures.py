@@ -230,6 +230,23 @@ def test_jobs_run_notebooks_side_by_side_and_after_what_they_read(tmp_path):
     assert order == sorted(order)
 
 
+def test_one_lane_runs_a_notebook_after_the_one_it_reads_and_keeps_the_numbered_order_otherwise(tmp_path):
+    import nbformat
+
+    nbs, figures = tmp_path / "notebooks", tmp_path / "figures"
+    nbs.mkdir()
+    log = "from pathlib import Path\nwith open(Path(FIGURES) / 'order.txt', 'a') as f: f.write('{name} ')\n"
+    _notebook(nbs / "00_a.ipynb", log.format(name="a") + "assert (Path(FIGURES) / 'b.txt').read_text() == 'b'")
+    _notebook(nbs / "01_b.ipynb", log.format(name="b") + "(Path(FIGURES) / 'b.txt').write_text('b')")
+    _notebook(nbs / "02_c.ipynb", log.format(name="c"))
+    nb = nbformat.read(nbs / "00_a.ipynb", as_version=4)
+    nb.metadata["sdlab"] = {"after": ["01_b"]}  # 00_a reads what 01_b writes
+    nbformat.write(nb, nbs / "00_a.ipynb")
+
+    assert main(["--notebooks", str(nbs), "--figures", str(figures), "--build", str(tmp_path / "b"), "--jobs", "1"]) == 0
+    assert (figures / "order.txt").read_text().split() == ["b", "a", "c"]
+
+
 def test_jobs_refuse_a_cycle_and_a_count_below_one(tmp_path, capsys):
     import nbformat
 
@@ -241,7 +258,8 @@ def test_jobs_refuse_a_cycle_and_a_count_below_one(tmp_path, capsys):
         nb.metadata["sdlab"] = {"after": [after]}
         nbformat.write(nb, nbs / f"{name}.ipynb")
     out = ["--notebooks", str(nbs), "--figures", str(tmp_path / "f"), "--build", str(tmp_path / "b")]
-    assert main(out + ["--jobs", "2"]) == 2
-    assert "notebooks wait for each other" in capsys.readouterr().err
+    for jobs in ("2", "1"):
+        assert main(out + ["--jobs", jobs]) == 2
+        assert "notebooks wait for each other" in capsys.readouterr().err
     assert main(out + ["--jobs", "0"]) == 2
     assert "--jobs must be 1 or more" in capsys.readouterr().err
