@@ -57,7 +57,9 @@ def replaced_pair(pipe):
 
 @pytest.mark.parametrize("two", [
     pytest.param(False, id="one-object"),
-    pytest.param(True, id="two-objects", marks=missed("two-object scenes' mean map IoU 0.548 (one object: 0.703)")),
+    pytest.param(True, id="two-objects", marks=missed(
+        "two-object scenes' mean map IoU 0.548 (one object: 0.703); a map that is exactly its object scores 0.666 "
+        "at the 8x8 capture resolution (edit_quality.capture_ceiling)")),
 ])
 def test_capture_object_words_map_onto_their_objects(pipe, two):
     m = measured(f"capture ({'two' if two else 'one'} objects)", eq.capture_iou(pipe, N, two=two, steps=STEPS))
