@@ -78,6 +78,13 @@ class CaptureController(Controller):
         return sdpa(q, k, v)
 
 
+def map_mask(m: torch.Tensor, size, threshold: float = 0.5) -> torch.Tensor:
+    """Bool mask where the (h, w) map `m`, upsampled (bilinear) to `size` and divided by its maximum, exceeds
+    `threshold` (what `Capture.word_mask` makes of a word's map)."""
+    m = torch.nn.functional.interpolate(m[None, None], size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
+    return m / m.max().clamp_min(1e-12) > threshold
+
+
 @dataclass
 class Capture:
     """Averaged attention of one generation. Maps are float32 CPU tensors."""
@@ -106,9 +113,7 @@ class Capture:
         if size is None:
             image = self.images[prompt]
             size = image.size[::-1] if hasattr(image, "size") and not callable(image.size) else image.shape[-2:]
-        m = self.word_map(word, prompt)[None, None]
-        m = torch.nn.functional.interpolate(m, size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
-        return m / m.max().clamp_min(1e-12) > threshold
+        return map_mask(self.word_map(word, prompt), size, threshold)
 
     def word_maps(self, prompt: int = 0) -> dict[str, torch.Tensor]:
         """Every word's map, in prompt order (a repeated word appears once, its occurrences summed)."""

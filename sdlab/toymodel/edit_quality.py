@@ -255,7 +255,7 @@ def capture_iou(pipe, n=32, *, two=False, steps=50, guidance=7.5, seed=EDIT_SEED
         ious = [iou(cap.word_mask(t.object, threshold=MASK_THRESHOLD).numpy(), _mask(o))
                 for t, o in zip(s.things, found)]
         rows.append(dict(scene=s, image=cap.images[0], capture=cap, ious=ious))
-    return EditMeasure({"map_iou": float(np.mean([v for r in rows for v in r["ious"]]))}, rows)
+    return _map_iou(rows)
 
 
 def capture_ceiling(n=32, *, two=False, res=8, seed=EDIT_SEED + 4) -> EditMeasure:
@@ -267,13 +267,16 @@ def capture_ceiling(n=32, *, two=False, res=8, seed=EDIT_SEED + 4) -> EditMeasur
     import torch
     import torch.nn.functional as F
 
+    from ..attention.capture import map_mask
+
     rows = []
     for s in edit_scenes(n, two=two, seed=seed):
         image = render(s)
-        ious = []
-        for m, o in zip(object_masks(s), read(image, s)):
-            x = F.adaptive_avg_pool2d(torch.from_numpy(m)[None, None], res)
-            x = F.interpolate(x, size=m.shape, mode="bilinear", align_corners=False)[0, 0]
-            ious.append(iou((x / x.max().clamp_min(1e-12) > MASK_THRESHOLD).numpy(), _mask(o)))
+        pooled = [F.adaptive_avg_pool2d(torch.from_numpy(m)[None], res)[0] for m in object_masks(s)]
+        ious = [iou(map_mask(x, (64, 64), MASK_THRESHOLD).numpy(), _mask(o)) for x, o in zip(pooled, read(image, s))]
         rows.append(dict(scene=s, image=image, ious=ious))
+    return _map_iou(rows)
+
+
+def _map_iou(rows) -> EditMeasure:
     return EditMeasure({"map_iou": float(np.mean([v for r in rows for v in r["ious"]]))}, rows)
