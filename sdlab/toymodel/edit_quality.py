@@ -272,8 +272,8 @@ def capture_ceiling(n=32, *, two=False, res=8, seed=EDIT_SEED + 4) -> EditMeasur
     rows = []
     for s in edit_scenes(n, two=two, seed=seed):
         image = render(s)
-        pooled = [F.adaptive_avg_pool2d(torch.from_numpy(m)[None], res)[0] for m in object_masks(s)]
-        ious = [iou(map_mask(x, (64, 64), MASK_THRESHOLD).numpy(), _mask(o)) for x, o in zip(pooled, read(image, s))]
+        ious = [iou(map_mask(F.adaptive_avg_pool2d(torch.from_numpy(m)[None], res)[0], m.shape, MASK_THRESHOLD).numpy(),
+                    _mask(o)) for m, o in zip(object_masks(s), read(image, s))]
         rows.append(dict(scene=s, image=image, ious=ious))
     return _map_iou(rows)
 
