@@ -257,6 +257,19 @@ def index_markdown(runs: list[NotebookRun], figures: Path, parameters: dict | No
     return "\n".join(lines)
 
 
+def indexed_figures(index: Path) -> dict[str, list[str]]:
+    """{notebook name: its figures in the order `index_markdown` listed them} from an index page (empty if none)."""
+    out, section = {}, None
+    if not index.is_file():
+        return out
+    for line in index.read_text().splitlines():
+        if line.startswith("## "):
+            section = out.setdefault(line[3:].strip(), [])
+        elif line.startswith("### ") and section is not None:
+            section.append(line[4:].strip())
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="sdlab figures", description=__doc__.splitlines()[0])
     parser.add_argument("--notebooks", type=Path, default=Path("notebooks"), help="folder of NN_*.ipynb")
@@ -305,10 +318,14 @@ def main(argv=None) -> int:
         return 2
     print(f"{len(ran)} notebook(s) in {time.perf_counter() - started:.0f}s ({args.jobs} at a time)", flush=True)
     runs = []
-    # notebooks skipped by --only keep the figures named after them (a run with parameters lists only its own)
+    # notebooks skipped by --only keep the figures named after them, in the order the index listed them (a run
+    # with parameters lists only its own)
+    listed = indexed_figures(args.figures / INDEX)
     for nb in notebooks if parameters else find_notebooks(args.notebooks):
         prefix = nb.name.split("_")[0] + "_"
-        runs.append(ran.get(nb.name) or NotebookRun(nb, sorted(args.figures.glob(prefix + "*.png"))))
+        order = {name: i for i, name in enumerate(listed.get(nb.name, []))}
+        kept = sorted(args.figures.glob(prefix + "*.png"), key=lambda png: (order.get(png.name, len(order)), png.name))
+        runs.append(ran.get(nb.name) or NotebookRun(nb, kept))
     (args.figures / INDEX).write_text(index_markdown(runs, args.figures, typed, args.build))
     print(f"wrote {args.figures / INDEX}")
     failed = [r.notebook.name for r in ran.values() if r.error]

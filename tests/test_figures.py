@@ -42,6 +42,22 @@ def test_runs_notebooks_and_indexes_their_figures(tmp_path):
     assert "stale" in index and "99_stale.png" in index
 
 
+def test_only_keeps_the_other_notebooks_figures_in_their_indexed_order(tmp_path):
+    nbs, figures, build = tmp_path / "notebooks", tmp_path / "figures", tmp_path / "build"
+    nbs.mkdir()
+    _notebook(nbs / "00_a.ipynb", SAVE_PNG.format(name="00_zebra.png") + SAVE_PNG.format(name="00_apple.png"))
+    _notebook(nbs / "01_b.ipynb", SAVE_PNG.format(name="01_second.png"))
+    args = ["--notebooks", str(nbs), "--figures", str(figures), "--build", str(build)]
+    assert main(args) == 0
+    full = (figures / "index.md").read_text()
+    assert full.index("00_zebra.png") < full.index("00_apple.png")  # the order the notebook saved them
+    (figures / "00_new.png").write_bytes(b"")  # a figure the old index does not list goes after the listed ones
+    assert main(args + ["--only", "01"]) == 0
+    index = (figures / "index.md").read_text()
+    assert index.index("00_zebra.png") < index.index("00_apple.png") < index.index("00_new.png")
+    assert index.replace("### 00_new.png\n\n![00_new.png](00_new.png)\n\n", "") == full
+
+
 def test_a_failing_notebook_fails_the_command(tmp_path):
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
