@@ -27,7 +27,7 @@ test: $(STAMP) test-deps
 	SDLAB_FIGURES_DIR=$(CURDIR)/build/test-figures $(PY) -m pytest --nbval-lax -m "not slow" tests notebooks
 
 # The issue bars measured on the shipped toy model (quality, prompt-to-prompt, inversion: tests marked slow);
-# about 35 minutes on two CPU cores, so they are not part of `make test`.
+# about 45 minutes on two CPU cores, so they are not part of `make test`.
 test-bars: $(STAMP)
 	$(PY) -m pytest -m slow -rxX -s tests
 

@@ -28,8 +28,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from . import align
 from .attention import (Controller, StepTable, check_pipeline, compile_pipeline, default_level, generate,
@@ -46,12 +48,18 @@ class LocalBlend:
     are blended with the source's through a mask: the cross-attention of `words` (summed over every prompt that
     holds them; a word needs to be in one prompt at least) at resolution `res` (default: the capture default),
     max-pooled 3x3, normalised, above `threshold`.
+
+    `pixels=True` also composites the decoded images with the last step's mask (upsampled, unchanged): outside
+    it each target's pixels are the source's, exactly. A latent blend alone still moves every pixel a little,
+    since the VAE decoder's normalisation and mid-block attention see the whole latent. Decoded outputs only;
+    with `output_type="latent"` the latents are blended as always.
     """
 
     words: str | list = ()
     threshold: float = 0.3
     start: float = 0.2
     res: int | None = None
+    pixels: bool = False
 
     def __post_init__(self):
         self.words = [self.words] if isinstance(self.words, str) else list(self.words)
@@ -59,6 +67,8 @@ class LocalBlend:
             raise ValueError(f"LocalBlend needs one or more words, e.g. LocalBlend(['cat', 'dog']); got {self.words!r}")
         window((self.threshold, self.threshold), "LocalBlend threshold")
         window((self.start, self.start), "LocalBlend start")
+        if not isinstance(self.pixels, bool):
+            raise TypeError(f"LocalBlend pixels must be True or False, got {self.pixels!r}")
 
 
 @dataclass(kw_only=True)
@@ -199,7 +209,7 @@ class EditController(Controller):
             layer.name: (layer.level >= base if res is None else layer.map_shape(run.latent_hw)[0] <= res)
             for layer in layers
         }
-        self.blend_level, self.blend_sum = None, None
+        self.blend_level, self.blend_sum, self.blend_mask = None, None, None
         if self.blend is not None:
             self.blend_level = level_for(self.blend.res, layers, run, "LocalBlend")
             self._blend_tokens = self.blend_tokens.to(run.device, torch.float32)
@@ -311,10 +321,27 @@ class EditController(Controller):
         maps = F.interpolate(maps, size=tuple(latents.shape[-2:]))
         maps = maps / maps.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)
         mask = maps > self.blend.threshold
-        mask = (mask[:1] | mask[1:]).to(latents.dtype)
+        self.blend_mask = mask[:1] | mask[1:]  # (targets, 1, h, w): the source's or the target's words
+        mask = self.blend_mask.to(latents.dtype)
         out = latents.clone()
         out[1:] = latents[:1] + mask * (latents[1:] - latents[:1])
         return out
+
+    def composite(self, images, output_type="pil"):
+        """`LocalBlend(pixels=True)`: the decoded [source, *targets] with each target's pixels outside the last
+        blend mask taken from the source, for `output_type` "pil" (a list of images), "np" (an (n, H, W, 3)
+        array) or "pt" (an (n, 3, H, W) tensor); latents are returned as they are."""
+        if self.blend is None or not self.blend.pixels or self.blend_mask is None or output_type == "latent":
+            return images
+        if output_type == "pt":
+            keep = F.interpolate(self.blend_mask.float(), size=images.shape[-2:]).bool().to(images.device)
+            return torch.cat([images[:1], torch.where(keep, images[1:], images[:1])])
+        arrays = [np.asarray(im) for im in images]
+        keep = F.interpolate(self.blend_mask.float().cpu(), size=arrays[0].shape[:2]).bool()[:, 0, :, :, None]
+        out = [arrays[0]] + [np.where(k.numpy(), a, arrays[0]) for k, a in zip(keep, arrays[1:])]
+        if output_type == "np":
+            return np.stack(out)
+        return [images[0]] + [Image.fromarray(a) for a in out[1:]]
 
     def blend_shape(self):
         return tuple(math.ceil(s / 2**self.blend_level) for s in self.run.latent_hw)
@@ -365,4 +392,4 @@ def edit(pipe, source: str, targets, edit, *, seed=0, steps=None, guidance=None,
         gen = generate(pipe, [source, *targets], ctl, seed=seed, steps=50 if steps is None else steps,
                        guidance=7.5 if guidance is None else guidance, latent=latent, height=height, width=width,
                        negative_prompt=negative_prompt, output_type=output_type)
-    return EditResult(gen.images, gen.prompts, gen.latent, edit, ctl.schedule)
+    return EditResult(ctl.composite(gen.images, output_type), gen.prompts, gen.latent, edit, ctl.schedule)

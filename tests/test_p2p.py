@@ -247,6 +247,42 @@ def test_local_blend_keeps_source_outside_mask(pipe):
     assert 0 < same.float().mean() < 1
 
 
+@pytest.mark.parametrize("output_type", ["pil", "np", "pt"])
+def test_local_blend_pixels_composites_with_the_last_mask(pipe, output_type):
+    """LocalBlend(pixels=True): the decoded targets are the source's pixels outside the last blend mask (upsampled
+    from the latent, every latent pixel a block) and the latent-only edit's pixels inside it."""
+    source, targets = "a red cat on grass", ["a red dog on grass", "a red bird on grass"]
+    blend = dict(threshold=0.6, start=0.0)
+    kw = dict(steps=STEPS, output_type=output_type)
+    latent_only = p2p.edit(pipe, source, targets, Replace(local_blend=LocalBlend(["cat", "dog", "bird"], **blend)), **kw)
+    edit = Replace(local_blend=LocalBlend(["cat", "dog", "bird"], pixels=True, **blend))
+    ctl = p2p.EditController(edit, pipe.tokenizer, source, targets)
+    decoded = generate(pipe, [source, *targets], ctl, seed=0, steps=STEPS, output_type=output_type).images
+    images = p2p.edit(pipe, source, targets, edit, **kw).images
+
+    def arrays(x):
+        return x.permute(0, 2, 3, 1).numpy() if output_type == "pt" else np.stack([np.asarray(i) for i in x])
+
+    a, b, plain = arrays(latent_only.images), arrays(images), arrays(decoded)
+    assert np.array_equal(a, plain)  # the composite is the only difference pixels=True makes
+    keep = ctl.blend_mask[:, 0].repeat_interleave(pipe.vae_scale_factor, 1).repeat_interleave(pipe.vae_scale_factor, 2)
+    keep = keep.numpy()
+    assert 0 < keep.mean() < 1
+    assert np.array_equal(b[0], a[0])
+    for j in (1, 2):
+        assert np.array_equal(b[j][keep[j - 1]], a[j][keep[j - 1]])
+        assert np.array_equal(b[j][~keep[j - 1]], a[0][~keep[j - 1]])
+        assert not np.array_equal(a[j][~keep[j - 1]], a[0][~keep[j - 1]])  # the latent blend alone moved them
+
+
+def test_local_blend_pixels_leaves_latents_alone(pipe):
+    kw = dict(steps=STEPS, output_type="latent")
+    res = [p2p.edit(pipe, "a red cat on grass", ["a red dog on grass"],
+                    Replace(local_blend=LocalBlend(["cat", "dog"], pixels=pixels, threshold=0.6)), **kw)
+           for pixels in (False, True)]
+    assert all(torch.equal(x, y) for x, y in zip(res[0].images, res[1].images))
+
+
 def test_images_are_pil(pipe):
     res = p2p.edit(pipe, "a red cat", ["a red dog", "a red bird"], Replace(), steps=2)
     assert [im.size for im in res.images] == [(64, 64)] * 3 and res.prompts[0] == "a red cat"
@@ -327,6 +363,8 @@ def test_bad_local_blend():
         LocalBlend([])
     with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
         LocalBlend("cat", threshold=2)
+    with pytest.raises(TypeError, match="pixels must be True or False"):
+        LocalBlend("cat", pixels="yes")
 
 
 def test_comparison_figures(pipe):

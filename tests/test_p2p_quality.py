@@ -99,10 +99,12 @@ def test_replace_in_a_pair_leaves_the_other_object_its_color(replaced_pair):
     assert replaced_pair["untouched_color"] >= 0.9
 
 
-@missed("LocalBlend outside ratio 0.693 (outside change 2.81 with LocalBlend, 4.06 without); not the coarse 8x8 "
-        "mask: LocalBlend(res=16) measured worse (0.969 vs 0.740 on 16 scenes)")
+@missed("LocalBlend outside ratio 0.599 with pixels=True (outside change 2.43 with it, 4.06 without), 0.693 with the "
+        "paper's latent blend alone (2.81): what is left lies inside the mask, around the edited object (the word's "
+        "8x8 map max-pooled covers far more than the object); LocalBlend(res=16) measured worse (0.969 vs 0.740 on "
+        "16 scenes, latent only)")
 def test_local_blend_keeps_the_rest_of_a_pair(replaced_pair):
-    assert replaced_pair["outside_edited_blend"] <= 0.5 * replaced_pair["outside_edited"]
+    assert replaced_pair["blend_pixels_ratio"] <= 0.5
 
 
 def test_refine_adds_the_attribute_and_keeps_the_object(pipe):

@@ -98,6 +98,11 @@ def test_edit_explorer_replace_then_refine_reweight_blend(pipe):
     assert ex.error is None
     assert isinstance(ex.edit, p2p.Reweight) and isinstance(ex.edit.base, p2p.Refine)
     assert ex.edit.weights == {"grass": 3.0} and ex.edit.local_blend.words == ["cat", "dog"]
+    assert not ex.edit.local_blend.pixels
+    latent_blend = ex.image
+    ex.boxes["blend_pixels"].value = True  # the user ticks the box: the attribute follows, the edit reruns
+    ex.wait()
+    assert ex.blend_pixels and ex.edit.local_blend.pixels and ex.error is None and ex.image != latent_blend
     assert ex.result.edited_steps == p2p.schedule(ex.edit, STEPS).edited_steps
     assert ex.boxes["weights"].value == "grass=3" and ex.boxes["cross_steps"].value == 0.6
 

@@ -141,7 +141,8 @@ def replace_one(pipe, n=32, *, steps=50, guidance=7.5, seed=EDIT_SEED) -> EditMe
 
 def replace_pair(pipe, n=32, *, steps=50, guidance=7.5, seed=EDIT_SEED + 1) -> EditMeasure:
     """Two-object scenes, the first object's word replaced: what happens to the other one, and what
-    `LocalBlend` on the edited words buys outside the edited object."""
+    `LocalBlend` on the edited words buys outside the edited object ("blend_ratio"; with `pixels=True`:
+    "blend_pixels_ratio")."""
     from ..p2p import LocalBlend, Replace
 
     scenes = edit_scenes(n, two=True, seed=seed)
@@ -151,10 +152,12 @@ def replace_pair(pipe, n=32, *, steps=50, guidance=7.5, seed=EDIT_SEED + 1) -> E
 
     rows = _edit_rows(pipe, scenes, target, lambda s, t: Replace(), seed=seed, steps=steps, guidance=guidance,
                       plain=False)
-    blended = _edit_rows(pipe, scenes, target, lambda s, t: Replace(local_blend=LocalBlend([s.object, t.object])),
-                         seed=seed, steps=steps, guidance=guidance, plain=False)
-    for r, b in zip(rows, blended):
-        r["blend"], r["read_blend"] = b["tgt"], b["read_tgt"]
+    for key, pixels in (("blend", False), ("blend_pixels", True)):
+        blended = _edit_rows(pipe, scenes, target,
+                             lambda s, t: Replace(local_blend=LocalBlend([s.object, t.object], pixels=pixels)),
+                             seed=seed, steps=steps, guidance=guidance, plain=False)
+        for r, b in zip(rows, blended):
+            r[key], r[f"read_{key}"] = b["tgt"], b["read_tgt"]
 
     def outside_edited(r, key):
         return change(r["src"], r[key], ~(_mask(r["read_src"][0]) | _mask(r[f"read_{key}"][0])))
@@ -171,8 +174,10 @@ def replace_pair(pipe, n=32, *, steps=50, guidance=7.5, seed=EDIT_SEED + 1) -> E
                                       and r["read_blend"][0].object == r["target"].object for r in rows]),
         "outside_edited": np.mean([outside_edited(r, "tgt") for r in rows]),
         "outside_edited_blend": np.mean([outside_edited(r, "blend") for r in rows]),
+        "outside_edited_blend_pixels": np.mean([outside_edited(r, "blend_pixels") for r in rows]),
     }
     out["blend_ratio"] = out["outside_edited_blend"] / out["outside_edited"]
+    out["blend_pixels_ratio"] = out["outside_edited_blend_pixels"] / out["outside_edited"]
     return EditMeasure({k: float(v) for k, v in out.items()}, rows)
 
 

@@ -4,7 +4,8 @@ A toy-world render is a real picture whose ground truth is known. `invert_render
 renders of the shipped model's world (`held_out_scenes`) by DDIM alone and by null-text inversion
 (`sdlab.inversion`) and scores each reconstruction against the render (PSNR), next to the VAE's own round trip,
 the best any inversion can do. `replace_inverted` then swaps the object word on each null-text inversion
-(`p2p.Replace()`, `edit_quality.swap_object`) and reads the result with the evaluator. Both return an
+(`edit_quality.swap_object`; `p2p.Replace()`, and Replace with a pixel `LocalBlend` on the object words) and reads
+the result with the evaluator. Both return an
 `edit_quality.EditMeasure`; `tests/test_inversion.py`, `bench/inversion_bars.py` and notebook 08 share them, so
 a number in the notebook is the number a test checks.
 
@@ -74,32 +75,37 @@ def inversion_summary(rows) -> dict:
 
 
 def replace_inverted(pipe, inverted: EditMeasure) -> EditMeasure:
-    """The object word of each of `inverted`'s renders replaced on its null-text inversion.
+    """The object word of each of `inverted`'s renders replaced on its null-text inversion, three ways.
 
-    "with": `Replace()` (the paper's defaults); "without": the target caption sampled from the same inverted
-    latent and null embeddings with no control (`Replace(cross_steps=0, self_steps=0)`). Changes outside the
-    objects (the source's and the edit's, as the evaluator reads them) are measured against the source row, the
-    reconstruction the edit starts from, as `edit_quality.replace_one` does for generated pictures: what the edit
-    changed, not what the VAE already lost ("outside_with/without", "outside_ratio"); against the real render
-    too ("outside_render_with/without", "outside_render_ratio"). Also target_seen_with/without and the source
-    row's PSNR against the render ("psnr_source", the reconstruction inside an edit batch)."""
-    from ..p2p import Replace, edit
+    "with": `Replace()` (the paper's defaults); "blend": Replace with `LocalBlend([old, new], pixels=True)` on
+    the two object words, the local edit for a real picture (outside the mask the source row, latents and then
+    pixels); "without": the target caption sampled from the same inverted latent and null embeddings with no
+    control (`Replace(cross_steps=0, self_steps=0)`). Changes outside the objects (the source's and the edit's, as
+    the evaluator reads them) are measured against the source row, the reconstruction the edit starts from, as
+    `edit_quality.replace_one` does for generated pictures: what the edit changed, not what the VAE already lost
+    ("outside_with/blend/without"; "outside_ratio" = with / without, "blend_ratio" = blend / without); against
+    the real render too ("outside_render_*", "outside_render_ratio", "blend_render_ratio"). Also
+    target_seen_with/blend/without and the source row's PSNR against the render ("psnr_source", the
+    reconstruction inside an edit batch)."""
+    from ..p2p import LocalBlend, Replace, edit
 
     rows = []
     for r in inverted.rows:
         s, inv = r["scene"], r["null_text"]
         t = dataclasses.replace(s, object=swap_object(s.object))
         with_p2p = edit(pipe, s.caption, [t.caption], Replace(), inversion=inv)
+        blend = edit(pipe, s.caption, [t.caption], Replace(local_blend=LocalBlend([s.object, t.object], pixels=True)),
+                     inversion=inv)
         without = edit(pipe, s.caption, [t.caption], Replace(cross_steps=0, self_steps=0), inversion=inv)
         rows.append(dict(scene=s, target=t, image=r["image"], src=with_p2p.images[0], tgt=with_p2p.images[1],
-                         without=without.images[1]))
+                         blend=blend.images[1], without=without.images[1]))
     return EditMeasure(replace_summary(rows), rows)
 
 
 def replace_summary(rows) -> dict:
     """`replace_inverted`'s summary of its rows (rows of several calls may be pooled)."""
     out = {"psnr_source": np.mean([psnr(r["image"], r["src"]) for r in rows])}
-    for key, name in (("tgt", "with"), ("without", "without")):
+    for key, name in (("tgt", "with"), ("blend", "blend"), ("without", "without")):
         seen = [read(r[key], r["target"])[0] for r in rows]
         out[f"target_seen_{name}"] = np.mean([o is not None and o.object == r["target"].object
                                               for o, r in zip(seen, rows)])
@@ -107,6 +113,8 @@ def replace_summary(rows) -> dict:
             out[f"{label}_{name}"] = np.mean([
                 change(r[ref], r[key], ~(analyze(r[ref]).mask | analyze(r[key]).mask)) for r in rows])
     out["outside_ratio"] = out["outside_with"] / out["outside_without"]
+    out["blend_ratio"] = out["outside_blend"] / out["outside_without"]
     out["outside_render_ratio"] = out["outside_render_with"] / out["outside_render_without"]
+    out["blend_render_ratio"] = out["outside_render_blend"] / out["outside_render_without"]
     return {k: float(v) for k, v in out.items()}
 

@@ -9,7 +9,8 @@ The edit is built from the attributes by `make_edit` and run by `sdlab.p2p.edit`
 or Reweight; `cross_steps` and `self_steps` are the fractions of the steps whose cross- and self-attention are
 edited; `weights` scale words' attention (any mode; Replace and Refine then become `Reweight(weights,
 base=...)`, and Reweight reweights the source prompt itself, so its target box is not used); `blend` names the
-words whose pixels may change (`LocalBlend`), everything else stays the source's.
+words whose pixels may change (`LocalBlend`), everything else stays the source's (in the latents; with
+`blend_pixels` in the decoded pixels too, exactly).
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ class EditExplorer(Explorer):
 
     def __init__(self, pipe, source: str = "a red cat on grass", target: str = "a red dog on grass", *,
                  mode: str = "Replace", cross_steps: float = p2p.DEFAULT_CROSS, self_steps: float = p2p.DEFAULT_SELF,
-                 weights: dict | str | None = None, blend: list | str = "", seed: int = 0, steps: int = 20,
+                 weights: dict | str | None = None, blend: list | str = "", blend_pixels: bool = False,
+                 seed: int = 0, steps: int = 20,
                  guidance: float = 7.5, size: int = 192):
         super().__init__()
         self.pipe = pipe
@@ -75,6 +77,8 @@ class EditExplorer(Explorer):
         """{word: weight} or text "red=2, grass=0.5"; words of the target (of the source for Reweight)."""
         self.blend = blend
         """LocalBlend words, a list or text "cat dog"; empty: no LocalBlend."""
+        self.blend_pixels = blend_pixels
+        """`LocalBlend(..., pixels=True)`: outside the blend mask the target's decoded pixels are the source's."""
         self.seed, self.steps, self.guidance, self.size = seed, steps, guidance, size
         self.edit = None
         """The sdlab edit of the last good computation."""
@@ -93,6 +97,7 @@ class EditExplorer(Explorer):
             "self_steps": widgets.FloatSlider(description="self steps", **fraction),
             "weights": widgets.Text(description="weights", placeholder="word=weight, e.g. red=2", **text),
             "blend": widgets.Text(description="local blend", placeholder="words that may change, e.g. cat dog", **text),
+            "blend_pixels": widgets.Checkbox(description="blend pixels too", indent=False),
             "seed": widgets.IntSlider(min=0, max=999, description="seed", continuous_update=False),
             "steps": widgets.IntSlider(min=1, max=100, description="steps", continuous_update=False),
         }
@@ -106,7 +111,8 @@ class EditExplorer(Explorer):
         self.image_box.add_class("sdlab-image")
         self.widget = widgets.VBox([
             boxes["source"], boxes["target"], boxes["mode"],
-            widgets.HBox([boxes["cross_steps"], boxes["self_steps"]]), boxes["weights"], boxes["blend"],
+            widgets.HBox([boxes["cross_steps"], boxes["self_steps"]]), boxes["weights"],
+            widgets.HBox([boxes["blend"], boxes["blend_pixels"]]),
             widgets.HBox([boxes["seed"], boxes["steps"]]), self.status, self.progress, self.image_box,
         ])
         self.widget.add_class("sdlab-edit-explorer")
@@ -121,7 +127,7 @@ class EditExplorer(Explorer):
             raise ValueError(f"mode must be one of {', '.join(MODES)}; got {self.mode!r}")
         words = parse_words(self.blend)
         common = dict(cross_steps=self.cross_steps, self_steps=self.self_steps,
-                      local_blend=p2p.LocalBlend(words) if words else None)
+                      local_blend=p2p.LocalBlend(words, pixels=bool(self.blend_pixels)) if words else None)
         weights = parse_weights(self.weights)
         if self.mode == "Reweight":
             return p2p.Reweight(weights, **common)
