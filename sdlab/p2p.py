@@ -327,7 +327,7 @@ class EditController(Controller):
         out[1:] = latents[:1] + mask * (latents[1:] - latents[:1])
         return out
 
-    def composite(self, images, output_type="pil"):
+    def finish(self, images, output_type):
         """`LocalBlend(pixels=True)`: the decoded [source, *targets] with each target's pixels outside the last
         blend mask taken from the source, for `output_type` "pil" (a list of images), "np" (an (n, H, W, 3)
         array) or "pt" (an (n, 3, H, W) tensor); latents are returned as they are."""
@@ -392,4 +392,4 @@ def edit(pipe, source: str, targets, edit, *, seed=0, steps=None, guidance=None,
         gen = generate(pipe, [source, *targets], ctl, seed=seed, steps=50 if steps is None else steps,
                        guidance=7.5 if guidance is None else guidance, latent=latent, height=height, width=width,
                        negative_prompt=negative_prompt, output_type=output_type)
-    return EditResult(ctl.composite(gen.images, output_type), gen.prompts, gen.latent, edit, ctl.schedule)
+    return EditResult(gen.images, gen.prompts, gen.latent, edit, ctl.schedule)

@@ -74,6 +74,10 @@ class Controller:
         """Called after the scheduler's step `step`; may return changed latents."""
         return latents
 
+    def finish(self, images, output_type: str):
+        """Called with the run's output (`output_type` as the pipeline returned it); may return changed images."""
+        return images
+
     def cond_offset(self, layer: LayerInfo, batch: int) -> int:
         """Index of the first conditional row: the guidance batch is [unconditional..., conditional...]."""
         n = self.run.n

@@ -2,7 +2,8 @@
 
 `generate` is what capture and every edit call. It draws one initial latent from `seed` (on the CPU, so a
 seed gives the same picture on every device), shares it across all prompts, and hands it to the pipeline
-with `latents=`; `callback_on_step_end` advances the controller and lets it change the latents (LocalBlend).
+with `latents=`; `callback_on_step_end` advances the controller and lets it change the latents (LocalBlend), and
+the controller's `finish` sees the decoded output last (LocalBlend's `pixels=True`).
 An SDXL pipeline computes its pooled embeddings and micro-conditioning (`add_time_ids`) itself, from the same
 prompts.
 """
@@ -137,7 +138,7 @@ def generate(
         with control(pipe.unet, controller, run) if controller is not None else nullcontext():
             out = pipe(**kwargs, callback_on_step_end=step_end,
                        callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"])
-    images = out.images
+    images = out.images if controller is None else controller.finish(out.images, output_type)
     if output_type == "latent":
         images = list(images)
     return Generation(images=images, latent=latent.detach().cpu(), prompts=prompts)
