@@ -7,9 +7,9 @@ Every number comes from `sdlab.toymodel.inversion_quality` (the code notebook 08
 run): mean PSNR against the render of the VAE round trip, of DDIM inversion alone and of null-text inversion;
 then Replace (the object word swapped) on each null-text inversion, as `Replace()` and as Replace with a pixel
 `LocalBlend` on the object words: how often the evaluator sees the target object, and the change outside the
-objects with prompt-to-prompt over the change without it. Too slow for the
-test suite on two CPU cores (about 16 x (3 + 3 x 2) passes of 50 steps plus 16 x 500 Adam iterations), so it is
-a script; `make test-bars` runs the same code (tests/test_inversion.py).
+objects with prompt-to-prompt over the change without it. Too slow for the test suite on two CPU cores (about
+16 x (3 + 3 x 2) passes of 50 steps plus 16 x 500 Adam iterations), so it is a script; `make test-bars` runs the
+same code (tests/test_inversion.py).
 """
 
 from __future__ import annotations

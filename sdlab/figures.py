@@ -323,9 +323,12 @@ def main(argv=None) -> int:
     listed = indexed_figures(args.figures / INDEX)
     for nb in notebooks if parameters else find_notebooks(args.notebooks):
         prefix = nb.name.split("_")[0] + "_"
+        if nb.name in ran:
+            runs.append(ran[nb.name])
+            continue
         order = {name: i for i, name in enumerate(listed.get(nb.name, []))}
         kept = sorted(args.figures.glob(prefix + "*.png"), key=lambda png: (order.get(png.name, len(order)), png.name))
-        runs.append(ran.get(nb.name) or NotebookRun(nb, kept))
+        runs.append(NotebookRun(nb, kept))
     (args.figures / INDEX).write_text(index_markdown(runs, args.figures, typed, args.build))
     print(f"wrote {args.figures / INDEX}")
     failed = [r.notebook.name for r in ran.values() if r.error]

@@ -5,9 +5,8 @@ renders of the shipped model's world (`held_out_scenes`) by DDIM alone and by nu
 (`sdlab.inversion`) and scores each reconstruction against the render (PSNR), next to the VAE's own round trip,
 the best any inversion can do. `replace_inverted` then swaps the object word on each null-text inversion
 (`edit_quality.swap_object`; `p2p.Replace()`, and Replace with a pixel `LocalBlend` on the object words) and reads
-the result with the evaluator. Both return an
-`edit_quality.EditMeasure`; `tests/test_inversion.py`, `bench/inversion_bars.py` and notebook 08 share them, so
-a number in the notebook is the number a test checks.
+the result with the evaluator. Both return an `edit_quality.EditMeasure`; `tests/test_inversion.py`,
+`bench/inversion_bars.py` and notebook 08 share them, so a number in the notebook is the number a test checks.
 
 Why the model's own world: a world-1 model's VAE has never seen world 2's horizons, clouds and road markings and
 round-trips such renders at 14-16 dB (30 dB on its own world), so no inversion could be judged on them; once a
