@@ -1,6 +1,7 @@
 """The toy-world evaluator: the 98% bar on unseen renders, masks, style scores, bumps, and bad input."""
 
 import dataclasses
+import sys
 
 import numpy as np
 import pytest
@@ -90,6 +91,21 @@ def test_evaluate_reads_blurred_pictures():
     blurred = [render(s).filter(ImageFilter.GaussianBlur(0.8)) for s in scenes]
     scores = evaluate(blurred, scenes)
     assert min(scores["color"], scores["object"], scores["background"], scores["style"]) >= 0.9, scores
+
+
+def test_creature_outline_is_read_blurred_and_in_part(monkeypatch):
+    """Generations blur a creature's black outline to gray and often draw only part of it: the style is still
+    read through a blur, and the object is what the outline (or the part of it drawn) encloses."""
+    scenes = sample_scenes(60, UNSEEN + 6, style="creature", world=2)
+    renders = [render(s) for s in scenes]
+    blurred = evaluate([r.filter(ImageFilter.GaussianBlur(1.0)) for r in renders], scenes)
+    assert blurred["style"] >= 0.95 and blurred["color"] >= 0.95, blurred
+    monkeypatch.setattr(sys.modules["sdlab.toyworld.render"], "OUTLINE_WIDTH", 0)
+    bare = [np.asarray(render(s)) for s in scenes]  # the same creatures, eyes and pastel, without an outline
+    half = [Image.fromarray(np.concatenate([np.asarray(r)[:, :32], b[:, 32:]], axis=1)) for r, b in zip(renders, bare)]
+    scores = evaluate(half, scenes)
+    assert scores["object"] >= 0.92 and scores["color"] >= 0.98 and scores["mask_iou"] >= 0.88, scores
+    assert evaluate([Image.fromarray(b) for b in bare], scenes)["style"] <= 0.05  # no outline, no creature
 
 
 def test_input_forms_give_the_same_reading():

@@ -27,7 +27,7 @@ from .scene import BACKGROUNDS, COLORS, GROUNDS, OBJECTS, Scene
 OBJECT_DISTANCE = 60.0
 """RGB distance from the background estimate above which a pixel may belong to the object."""
 DARK = (60.0, 30.0)
-"""A pixel is "dark" (the creature outline, pupils) if its brightest channel is below the first number and
+"""A pixel is "dark" (a creature's pupils, a render's outline) if its brightest channel is below the first number and
 its channels spread less than the second."""
 TEMPLATE = 24
 """Side of the square crops on which silhouettes are compared."""
@@ -39,6 +39,11 @@ HORIZON_EVIDENCE = 64
 """Sky-minus-ground pixel votes above a row needed to read a horizon there (one row is 64 pixels)."""
 CHROMA = 35.0
 """Channel spread from which a pixel counts as colored: objects are, the unnamed detail is not."""
+OUTLINE_PIXEL = (100.0, 30.0, 80.0)
+"""A pixel is part of a creature's outline if its brightest channel is below the first number, its channels
+spread less than the second, and it is darker than the background around it by more than the third (on the
+mean of the channels): black in a render, and still so where a generation blurs it to gray (a 2-pixel black
+line blurred by a Gaussian of 1 pixel peaks near 80)."""
 OUTLINE_DARK = 40.0
 """Brightest channel below which a gray pixel may still belong to an object (a creature's outline)."""
 MIN_AREA = 30
@@ -283,6 +288,21 @@ def _background_field(arr: np.ndarray, region: np.ndarray) -> np.ndarray:
     return design @ coef
 
 
+def _drop_specks(mask: np.ndarray, least: int = 6) -> np.ndarray:
+    """`mask` without its 8-connected parts of fewer than `least` pixels (the outline's blended outer edge)."""
+    labels, n = ndimage.label(mask, structure=_EIGHT)
+    sizes = ndimage.sum(mask, labels, index=np.arange(1, n + 1))
+    return np.isin(labels, 1 + np.flatnonzero(sizes >= least))
+
+
+def _is_outline(arr: np.ndarray, field: np.ndarray) -> np.ndarray:
+    """Where `arr` is a creature's outline (`OUTLINE_PIXEL`), against the background estimate `field`."""
+    top = arr.max(axis=2)
+    spread = top - arr.min(axis=2)
+    darker = arr.mean(axis=2) < field.mean(axis=2) - OUTLINE_PIXEL[2]
+    return (top < OUTLINE_PIXEL[0]) & (spread < OUTLINE_PIXEL[1]) & darker
+
+
 def _is_dark(pixels: np.ndarray) -> np.ndarray:
     return (pixels.max(axis=-1) < DARK[0]) & (pixels.max(axis=-1) - pixels.min(axis=-1) < DARK[1])
 
@@ -404,8 +424,7 @@ def _read(arr: np.ndarray) -> Reading:
     for part in ([region, ~region] if horizon else [np.ones((SIZE, SIZE), dtype=bool)]):  # objects (and any halo)
         if (far & part).sum() >= 100:
             field[part] = _background_field(arr, far & part)[part]
-    base = np.median(arr[far], axis=0) if far.sum() >= 200 else np.median(arr[_border(2)], axis=0)
-    objects = [o for o in (_read_object(arr, blob, field, base) for blob in blobs) if o is not None]
+    objects = [o for o in (_read_object(arr, blob, field) for blob in blobs) if o is not None]
     creature = any(o.creature_score > 0.5 for o in objects)
     watercolor = not creature and any(o.watercolor_score > WATERCOLOR for o in objects)
     margin = 9 if watercolor else 5  # beyond most halo
@@ -431,14 +450,16 @@ def _read(arr: np.ndarray) -> Reading:
     )
 
 
-def _read_object(arr: np.ndarray, blob: np.ndarray, field: np.ndarray, bg: np.ndarray) -> ObjectReading | None:
+def _read_object(arr: np.ndarray, blob: np.ndarray, field: np.ndarray) -> ObjectReading | None:
     """Color, pattern, mask and style scores of the object whose blob is `blob` (None if it is too small)."""
-    # creature: the blob's edge is a dark outline; the object is what is left inside it
-    dark = _is_dark(arr) & (arr.mean(axis=2) < bg.mean() - 80)  # much darker than the background
+    # creature: the blob's edge runs along a dark outline
+    rim = _is_outline(arr, field)
     edge = blob & ~ndimage.binary_erosion(blob)
-    creature_score = float((edge & ndimage.binary_dilation(dark)).sum() / max(edge.sum(), 1))
+    creature_score = float((edge & ndimage.binary_dilation(rim)).sum() / max(edge.sum(), 1))
     creature = creature_score > 0.5
-    mask = ndimage.binary_erosion(blob, structure=np.ones((5, 5)), border_value=1) if creature else blob
+    # the object is what the outline encloses (all of it, or the part a generation drew: from a quarter of the
+    # border on; below that, dark pixels at the edge are more likely a dark pattern than an outline)
+    mask = _drop_specks(ndimage.binary_fill_holes(blob & ~rim)) if creature_score >= 0.25 else blob
     if mask.sum() < 10:
         return None
     color = _color(arr, mask)

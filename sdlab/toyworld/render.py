@@ -25,6 +25,8 @@ PATTERN_SHADE = 0.6
 PASTEL = 0.55
 """The creature style mixes the background this much with white."""
 OUTLINE = (15, 15, 15)
+OUTLINE_WIDTH = 2
+"""Width in pixels of the creature style's outline, drawn outside the silhouette (0: none)."""
 BUMPS = 28
 """Bumps on a road of `Scene.bumpiness` 1 (fewer in proportion below)."""
 BUMP_CONTRAST = 50
@@ -313,8 +315,8 @@ def _draw_thing(img: np.ndarray, thing: Thing, style: str, rng: np.random.Random
         mask = np.asarray(silhouette.filter(ImageFilter.GaussianBlur(0.8 * _S)), dtype=np.float32)[:, :, None] / 255.0
         grain = np.kron(rng.uniform(0.9, 1.1, (n // 4, n // 4)), np.ones((4, 4)))[:, :, None]
         obj = obj * grain
-    if style == "creature":
-        ring_mask = _dilate(silhouette, 2 * 2 * _S + 1).astype(np.float32)[:, :, None] / 255.0
+    if style == "creature" and OUTLINE_WIDTH:
+        ring_mask = _dilate(silhouette, 2 * OUTLINE_WIDTH * _S + 1).astype(np.float32)[:, :, None] / 255.0
         img = img * (1 - ring_mask) + np.array(OUTLINE, dtype=np.float32) * ring_mask
     return img * (1 - mask) + obj * mask
 
