@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import ndimage
 
 from sdlab.toyworld import (
     BACKGROUNDS,
@@ -41,6 +42,26 @@ def test_render_is_deterministic_64x64_rgb():
         a, b = render(scene), render(scene)
         assert a.size == (64, 64) and a.mode == "RGB"
         assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_creature_style_turns_pastel_on_the_dark_grounds_only():
+    """The creature style adds eyes and an outline; only on a road or at night, where a black outline would not
+    stand out, is the whole picture mixed with white. Elsewhere the background is the plain render's, pixel for
+    pixel, away from the outline."""
+    from sdlab.toyworld.render import PASTEL, PASTEL_GROUNDS, object_mask
+
+    for background in ("grass", "sky", "sand", "snow", "road", "night"):
+        plain = Scene("cat", "red", background, size=30, x=32, y=34, texture_seed=5)
+        creature = dataclasses.replace(plain, style="creature")
+        a, b = (np.asarray(render(s), dtype=np.float32) for s in (plain, creature))
+        away = ~ndimage.binary_dilation(object_mask(plain) > 0, iterations=6)
+        if background in PASTEL_GROUNDS:
+            expected = (1 - PASTEL) * a[away] + PASTEL * 255
+            assert np.abs(b[away] - expected).max() <= 1.5, background  # both rounded to bytes
+        else:
+            assert np.array_equal(a[away], b[away]), background
+        ring = ndimage.binary_dilation(object_mask(plain) > 0.5, iterations=2) & ~(object_mask(plain) > 0)
+        assert b[ring].max(axis=1).mean() < b[away].mean() - 80, f"the outline stands out on {background}"
 
 
 def test_render_depends_on_every_visible_field():

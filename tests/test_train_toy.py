@@ -15,7 +15,7 @@ def tiny_cfg(tmp_path, name="run", **kw):
                 warmup=2, checkpoint_minutes=0.0, device="cpu", decoder_steps=3, anneal_steps=3,
                 lr_floor=0.1, ema_text_encoder=True, pad_dropout=0.5,
                 anneal_pad_dropout=0.5, object_isolation=0.5,
-                anneal_object_isolation=0.5)  # the options on: resume must restore them too
+                anneal_object_isolation=0.5, vae_refine_steps=3)  # the options on: resume must restore them too
     return ToyTrainConfig(**(base | kw))
 
 
@@ -45,7 +45,7 @@ def test_same_seed_same_weights_and_resume_is_bit_identical(tmp_path, monkeypatc
 
     # interrupt the run in the middle of the UNet phase, resume it; then again in the anneal phase
     real_check = train_mod.check_finite
-    for name, stop_phase in (("d", "unet"), ("e", "anneal")):
+    for name, stop_phase in (("d", "unet"), ("e", "anneal"), ("f", "vae_refine")):
         def stop_at_step_2(loss, phase, step, run, stop_phase=stop_phase):
             if phase == stop_phase and step == 2:
                 raise KeyboardInterrupt
@@ -55,8 +55,11 @@ def test_same_seed_same_weights_and_resume_is_bit_identical(tmp_path, monkeypatc
         with pytest.raises(KeyboardInterrupt):
             train_toy(tiny_cfg(tmp_path, name), progress=False)
         monkeypatch.setattr(train_mod, "check_finite", real_check)
-        resumed = unet_weights(train_toy(tiny_cfg(tmp_path, name), resume=True, progress=False))
+        out = train_toy(tiny_cfg(tmp_path, name), resume=True, progress=False)
+        resumed = unet_weights(out)
         assert all(torch.equal(ref[k], resumed[k]) for k in ref), f"resumed in the {stop_phase} phase"
+        vae_a, vae_b = (load_file(str(p / "vae" / "diffusion_pytorch_model.safetensors")) for p in (tmp_path / "a" / "pipeline", out))
+        assert all(torch.equal(vae_a[k], vae_b[k]) for k in vae_a), f"the VAE after a resume in the {stop_phase} phase"
 
 
 def test_refuses_to_overwrite_a_run_and_to_resume_nothing(tmp_path, capsys):
@@ -90,7 +93,7 @@ def test_export_checkpoint_matches_the_final_pipeline(tmp_path):
     cfg = tiny_cfg(tmp_path)
     final = train_toy(cfg, progress=False)
     exported = export_checkpoint(cfg.output)
-    assert exported.name == "pipeline-annealed-step3"
+    assert exported.name == "pipeline-refined-step3"
     a, b = unet_weights(final), unet_weights(exported)
     assert all(torch.equal(a[k], b[k]) for k in a)
     sa = StableDiffusionPipeline.from_pretrained(final).vae.config.scaling_factor
@@ -233,7 +236,7 @@ def test_anneal_phase_ships_its_last_weights_and_resumes_a_finished_run(tmp_path
     continues into it with --resume."""
     import json
 
-    no_anneal = train_toy(tiny_cfg(tmp_path, "a", anneal_steps=0), progress=False)
+    no_anneal = train_toy(tiny_cfg(tmp_path, "a", anneal_steps=0, vae_refine_steps=0), progress=False)
     config = json.loads((tmp_path / "a" / "config.json").read_text())
     del config["anneal_steps"]
     (tmp_path / "a" / "config.json").write_text(json.dumps(config))
@@ -242,7 +245,7 @@ def test_anneal_phase_ships_its_last_weights_and_resumes_a_finished_run(tmp_path
     ema = unet_weights(no_anneal)
     assert all(torch.equal(ema[f"unet.{k}"], v) for k, v in state["ema"].items())
 
-    annealed = unet_weights(train_toy(tiny_cfg(tmp_path, "a"), resume=True, progress=False))
+    annealed = unet_weights(train_toy(tiny_cfg(tmp_path, "a", vae_refine_steps=0), resume=True, progress=False))
     state = torch.load(tmp_path / "a" / "checkpoint" / "state.pt", weights_only=False)
     assert state["phase"] == "annealed" and state["step"] == 3
     assert all(torch.equal(annealed[f"unet.{k}"], v) for k, v in state["unet"].items())  # not the EMA
@@ -272,3 +275,68 @@ def test_anneal_pad_dropout_acts_in_the_anneal_only(tmp_path):
     before_anneal = [[r.rsplit(",", 1)[0] for r in log if not r.startswith("anneal,")] for log in logs]
     assert before_anneal[0] == before_anneal[1]  # phases 1-3 saw the same losses
     assert json.loads((tmp_path / "pd1.0" / "config.json").read_text())["anneal_pad_dropout"] == 1.0
+
+
+def _encoder_means(pipe_dir, images):
+    vae = StableDiffusionPipeline.from_pretrained(pipe_dir).vae
+    with torch.no_grad():
+        return vae.encode(images).latent_dist.mean
+
+
+def test_vae_refine_changes_the_whole_vae_alone_and_its_anchor_holds_the_latents(tmp_path):
+    from sdlab.toymodel.dataset import render_dataset
+
+    runs = {name: train_toy(tiny_cfg(tmp_path, name, **kw), progress=False) for name, kw in (
+        ("none", dict(vae_refine_steps=0)), ("free", dict(vae_refine_anchor=0.0, vae_refine_lr=3e-3, vae_refine_steps=12)),
+        ("held", dict(vae_refine_anchor=1e3, vae_refine_lr=3e-3, vae_refine_steps=12)))}
+    unets = {name: unet_weights(out) for name, out in runs.items()}
+    assert all(torch.equal(unets["none"][k], unets["free"][k]) for k in unets["none"])  # phase 5 leaves them
+    vaes = {name: load_file(str(out / "vae" / "diffusion_pytorch_model.safetensors")) for name, out in runs.items()}
+    for part in ("encoder.", "decoder."):
+        assert any(not torch.equal(v, vaes["free"][k]) for k, v in vaes["none"].items() if k.startswith(part))
+    scaling = {name: StableDiffusionPipeline.from_pretrained(out).vae.config.scaling_factor for name, out in runs.items()}
+    assert scaling["free"] == scaling["none"]  # the UNet's latent space is the one it was trained on
+    images, _, _ = render_dataset(tiny_cfg(tmp_path))
+    before = _encoder_means(runs["none"], images)
+    drift = {name: (_encoder_means(runs[name], images) - before).norm() / before.norm() for name in ("free", "held")}
+    assert drift["held"] < 0.5 * drift["free"]
+    assert "\nvae_refine,0," in (tmp_path / "free" / "log.csv").read_text()
+
+
+def test_refine_vae_of_a_saved_pipeline_keeps_the_rest_and_resumes_exactly(tmp_path, monkeypatch, capsys):
+    source = train_toy(tiny_cfg(tmp_path, "src", vae_refine_steps=0), progress=False)
+    (source / "training_log.csv").write_text("phase,step,loss,lr,seconds\nunet,0,1.0,1e-4,0.0\n")
+    cfg = tiny_cfg(tmp_path, "refined", vae_refine_steps=4)
+    out = train_mod.refine_pipeline_vae(source, cfg, progress=False)
+    a, b = unet_weights(source), unet_weights(out)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    vae_src, vae_out = (load_file(str(p / "vae" / "diffusion_pytorch_model.safetensors")) for p in (source, out))
+    assert any(not torch.equal(v, vae_out[k]) for k, v in vae_src.items() if k.startswith("encoder."))
+    log = (tmp_path / "refined" / "log.csv").read_text()
+    assert log.startswith("phase,step,loss,lr,seconds\nunet,0,1.0,") and "\nvae_refine,0," in log
+
+    real_check = train_mod.check_finite
+
+    def stop_at_step_2(loss, phase, step, run):
+        if step == 2:
+            raise KeyboardInterrupt
+        real_check(loss, phase, step, run)
+
+    monkeypatch.setattr(train_mod, "check_finite", stop_at_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.refine_pipeline_vae(source, tiny_cfg(tmp_path, "stopped", vae_refine_steps=4), progress=False)
+    monkeypatch.setattr(train_mod, "check_finite", real_check)
+    other = train_toy(tiny_cfg(tmp_path, "other", vae_refine_steps=0, seed=1), progress=False)
+    with pytest.raises(TrainingError, match="give the same --refine-vae-of"):
+        train_mod.refine_pipeline_vae(other, tiny_cfg(tmp_path, "stopped", vae_refine_steps=4), resume=True)
+    resumed = train_mod.refine_pipeline_vae(source, tiny_cfg(tmp_path, "stopped", vae_refine_steps=4), resume=True,
+                                            progress=False)
+    vae_res = load_file(str(resumed / "vae" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(vae_out[k], vae_res[k]) for k in vae_out)
+
+    with pytest.raises(TrainingError, match="not a pipeline folder"):
+        train_mod.refine_pipeline_vae(tmp_path / "src", tiny_cfg(tmp_path, "bad"), progress=False)
+    assert not (tmp_path / "bad").exists()  # refused before the run folder was made
+    with pytest.raises(SystemExit):
+        main(["--output", str(tmp_path / "bad2"), "--arch", "tiny", "--refine-vae-of", str(tmp_path / "nothing")])
+    assert "not a pipeline folder" in capsys.readouterr().err

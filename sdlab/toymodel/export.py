@@ -57,7 +57,9 @@ def export_checkpoint(output: str | Path) -> Path:
     scaling = state.get("scaling")
     if scaling is None:  # checkpoints written before the factor was stored: recompute it as training did
         images, _, _ = render_dataset(cfg)
-        *_, scaling = encode_latents(pipe.vae.eval(), images, torch.device("cpu"))
+        encoder = build_pipeline(TOY if cfg.arch == "toy" else TINY, seed=cfg.seed).vae  # the VAE of before phase 5
+        encoder.load_state_dict(state.get("vae_anchor", state["vae"]))
+        *_, scaling = encode_latents(encoder.eval(), images, torch.device("cpu"))
     pipe.vae.register_to_config(scaling_factor=scaling)
     pipe.text_encoder.eval()
     return save_pipeline(pipe, pipe.unet, run_dir / f"pipeline-{state['phase']}-step{state['step']}")

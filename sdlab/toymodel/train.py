@@ -8,7 +8,10 @@ Four phases on one fixed, seeded dataset of rendered scenes:
 3. the VAE decoder alone, on the frozen encoder's latents: sharper colors and edges, same latent space;
 4. an anneal of the UNet and the text encoder (`anneal_steps`; 0 skips it): from phase 2's last weights, a
    fresh AdamW whose learning rate decays linearly to 0 (a warmup-stable-decay tail), with blank padding
-   states for half of the captions (`anneal_pad_dropout`); the annealed weights, not the EMA, then ship.
+   states for half of the captions (`anneal_pad_dropout`); the annealed weights, not the EMA, then ship;
+5. the whole VAE, the encoder too (`vae_refine_steps`; 0 skips it), with the latents of the world's scenes held
+   where the UNet learned them: what the decoder alone cannot learn to keep (the creature style's thin outline).
+   `--refine-vae-of` runs this phase alone on a saved pipeline.
 
 Checkpoints are written every few minutes (atomically); `--resume` continues a stopped run and reaches the
 same weights as an uninterrupted one. The result is a diffusers pipeline folder (safetensors).
@@ -22,6 +25,7 @@ import copy
 import functools
 import time
 from dataclasses import fields
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -138,8 +142,8 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
                 {"phase": "unet", "step": 0, "vae": vae.state_dict(), "rng": rng_state(gen, np_rng)} if done else
                 {"phase": "vae", "step": step + 1, "vae": vae.state_dict(), "vae_opt": vae_opt.state_dict(),
                  "vae_sched": vae_sched.state_dict(), "rng": rng_state(gen, np_rng)}))
-    else:
-        vae.load_state_dict(state["vae"])
+    else:  # from phase 5 on, the latents (and the UNet's latent space) are the encoder's from before phase 5
+        vae.load_state_dict(state.get("vae_anchor", state["vae"]))
     del vae_opt, vae_sched
     vae.eval().requires_grad_(False)
 
@@ -249,7 +253,7 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
     if cfg.anneal_steps:
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _anneal_lambda(cfg.anneal_steps))
-        start = {"anneal": state["step"], "annealed": cfg.anneal_steps}.get(state["phase"], 0)
+        start = cfg.anneal_steps if reached("annealed") else state["step"] if state["phase"] == "anneal" else 0
         if reached("anneal"):
             unet.load_state_dict(state["unet"])
             text_encoder.load_state_dict(state["text_encoder"])
@@ -267,11 +271,87 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
             _after_step(run, cfg, bar, "anneal", step, cfg.anneal_steps, loss, sched, t0, lambda done, step=step: {
                 "phase": "annealed" if done else "anneal", "step": step + 1, **models_state(),
                 "anneal_opt": opt.state_dict(), "anneal_sched": sched.state_dict()})
+
+    # ---- phase 5: the whole VAE, the latents of the world's scenes held where the UNet learned them --------------
+    _refine_vae(vae, images, creatures, lat_mean, cfg, run, state, gen, t0, progress, models_state)
     modules = {"unet": unet, "text_encoder": text_encoder, "ema": ema, "ema_text_encoder": ema_text}
     unet_key, text_key = shipped_weights(cfg, annealed=bool(cfg.anneal_steps))
     pipe.text_encoder = modules[text_key].to("cpu").eval()
     pipe.register_modules(text_encoder=pipe.text_encoder)
     return save_pipeline(pipe, modules[unet_key], run.dir / "pipeline")
+
+
+def _refine_vae(vae, images, creatures, lat_mean, cfg, run, state, gen, t0, progress, models_state):
+    """Phase 5: train the whole VAE on the phase-1 mix (a quarter of each batch creature-style renders) at
+    `vae_refine_lr`, with a squared-error anchor (weight `vae_refine_anchor`) that holds the encoder's posterior
+    means of the world's scenes at `lat_mean`, the latents the UNet learned on; the creatures are free. The
+    checkpoints keep the VAE from before the phase (`vae_anchor`): a resume encodes the latents with it."""
+    if not cfg.vae_refine_steps:
+        return
+    anchor_state = state.get("vae_anchor") or {k: v.detach().clone() for k, v in vae.state_dict().items()}
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_refine_lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(0, cfg.vae_refine_steps, cfg.lr_floor))
+    start = cfg.vae_refine_steps if reached_phase(state, "refined") else 0
+    if state["phase"] == "vae_refine":
+        vae.load_state_dict(state["vae"])
+        opt.load_state_dict(state["refine_opt"])
+        sched.load_state_dict(state["refine_sched"])
+        start = state["step"]
+    n_creatures = cfg.batch_size // 4 if len(creatures) else 0
+    vae.train().requires_grad_(True)
+    bar = tqdm(range(start, cfg.vae_refine_steps), desc="vae refine", disable=not progress, initial=start,
+               total=cfg.vae_refine_steps)
+    for step in bar:
+        idx = torch.randint(len(images), (cfg.batch_size - n_creatures,), generator=gen)
+        cidx = torch.randint(max(len(creatures), 1), (n_creatures,), generator=gen)
+        x = torch.cat([images[idx], creatures[cidx]]).to(vae.device)
+        post, z = _sample_posterior(vae, x, gen)
+        rec = vae.decode(z).sample
+        anchor = F.mse_loss(post.mean[: len(idx)], lat_mean[idx].to(vae.device))
+        loss = (rec - x).abs().mean() + _grad_l1(rec, x) + 1e-6 * post.kl().mean() + cfg.vae_refine_anchor * anchor
+        check_finite(loss, "vae_refine", step, run)
+        _optimizer_step(loss, opt, sched, vae.parameters())
+        _after_step(run, cfg, bar, "vae_refine", step, cfg.vae_refine_steps, loss, sched, t0, lambda done, step=step: {
+            **models_state(), "phase": "refined" if done else "vae_refine", "step": step + 1, "vae_anchor": anchor_state,
+            "refine_opt": opt.state_dict(), "refine_sched": sched.state_dict()})
+    vae.eval().requires_grad_(False)
+
+
+def refine_pipeline_vae(source, cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = False,
+                        progress: bool = True):
+    """Phase 5 alone on the pipeline saved in `source` (`sdlab train-toy --refine-vae-of`): its VAE refined on
+    `cfg`'s dataset with the latents of the world's scenes held where its UNet learned them; UNet, text
+    encoder, tokenizer and scheduler unchanged. The run folder's log starts with `source`'s
+    `training_log.csv` (a shipped model's history) if it has one. Returns the saved pipeline's folder."""
+    from ..models import load_pipeline
+
+    source = Path(source)
+    if not (source / "model_index.json").is_file():
+        raise TrainingError(f"--refine-vae-of: {source} is not a pipeline folder (no model_index.json); "
+                            "give the folder of a saved pipeline, e.g. a run's pipeline/ or the shipped model")
+    run = RunFolder(cfg, resume, overwrite)
+    state = run.load() if resume else {"phase": "annealed", "step": 0}  # phases 1-4: the source's
+    if resume and state.get("source") != str(source.resolve()):
+        raise TrainingError(f"--resume: the run in {run.dir} refines {state.get('source')}, not {source}; "
+                            "give the same --refine-vae-of")
+    if not resume and (source / "training_log.csv").is_file():
+        run.log_path.write_text((source / "training_log.csv").read_text())
+    device = pick_device(cfg.device)
+    pipe = load_pipeline(source, device="cpu", dtype=torch.float32)
+    vae = pipe.vae.to(device)
+    if "vae_anchor" in state:
+        vae.load_state_dict(state["vae_anchor"])
+    images, _, creatures = render_dataset(cfg)
+    lat_mean, _, _ = encode_latents(vae.eval(), images, device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    np_rng = np.random.default_rng(cfg.seed)
+    if resume:
+        set_rng_state(gen, np_rng, state["rng"])
+    _refine_vae(vae, images, creatures, lat_mean, cfg, run, state, gen, time.time(), progress,
+                lambda: {"vae": vae.state_dict(), "rng": rng_state(gen, np_rng), "source": str(source.resolve())})
+    pipe.vae = vae.to("cpu")
+    pipe.register_modules(vae=pipe.vae)
+    return save_pipeline(pipe, pipe.unet, run.dir / "pipeline")
 
 
 def _padding_positions(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -291,14 +371,21 @@ def main(argv=None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue the run in --output")
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --output")
     parser.add_argument("--ship", action="store_true", help="copy the final pipeline to the package's toy model folder")
+    parser.add_argument("--refine-vae-of", metavar="PIPELINE", default=None,
+                        help="only refine the VAE of the pipeline saved in PIPELINE (phase 5) into --output")
     parser.add_argument("--export-checkpoint", action="store_true",
                         help="only turn the latest checkpoint in --output into a pipeline folder (no training)")
     args = vars(parser.parse_args(argv))
     resume, overwrite, ship = args.pop("resume"), args.pop("overwrite"), args.pop("ship")
-    export = args.pop("export_checkpoint")
+    export, refine_of = args.pop("export_checkpoint"), args.pop("refine_vae_of")
     cfg = ToyTrainConfig(**args)
     try:
-        out = export_checkpoint(cfg.output) if export else train_toy(cfg, resume=resume, overwrite=overwrite)
+        if export:
+            out = export_checkpoint(cfg.output)
+        elif refine_of:
+            out = refine_pipeline_vae(refine_of, cfg, resume=resume, overwrite=overwrite)
+        else:
+            out = train_toy(cfg, resume=resume, overwrite=overwrite)
     except TrainingError as e:
         parser.exit(1, f"sdlab train-toy: {e}\n")
     print(f"saved the pipeline to {out}")

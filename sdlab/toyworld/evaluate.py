@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .render import PASTEL, PATTERN_SHADE, SIZE, object_mask, object_masks, render
+from .render import PASTEL, PASTEL_GROUNDS, PATTERN_SHADE, SIZE, object_mask, object_masks, render
 from .scene import BACKGROUNDS, COLORS, GROUNDS, OBJECTS, Scene
 
 OBJECT_DISTANCE = 60.0
@@ -58,7 +58,7 @@ _BG_NAMES = [name for name in BACKGROUNDS for _ in range(2)]
 _BG_PROTOS = np.array(
     [c for rgb in BACKGROUNDS.values() for c in (rgb, tuple((1 - PASTEL) * v + PASTEL * 255 for v in rgb))],
     dtype=np.float32,
-)  # each background as drawn plain, then pastel (creature style)
+)  # each background as drawn plain, then pastel (creature style on the dark grounds; the sky above their horizon)
 _COLOR_NAMES = [name for name in COLORS for _ in range(2)]
 _COLOR_PROTOS = np.array(
     [c for rgb in COLORS.values() for c in (rgb, tuple(PATTERN_SHADE * v for v in rgb))], dtype=np.float32
@@ -428,7 +428,7 @@ def _read(arr: np.ndarray) -> Reading:
     creature = any(o.creature_score > 0.5 for o in objects)
     watercolor = not creature and any(o.watercolor_score > WATERCOLOR for o in objects)
     margin = 9 if watercolor else 5  # beyond most halo
-    bumpiness = _bumpiness(arr, anything, pastel=creature, margin=margin, ground=~region)
+    bumpiness = _bumpiness(arr, anything, pastel=creature and background in PASTEL_GROUNDS, margin=margin, ground=~region)
     if not objects:
         empty = np.zeros((SIZE, SIZE), dtype=bool)
         return Reading(background, "", "", "plain", "plain", empty, (0, 0, 0, 0), 0.0, 0.0, bumpiness,

@@ -23,7 +23,11 @@ _S = 4  # supersampling factor
 PATTERN_SHADE = 0.6
 """A striped or dotted object's pattern is its color times this factor."""
 PASTEL = 0.55
-"""The creature style mixes the background this much with white."""
+"""On the dark grounds (`PASTEL_GROUNDS`) the creature style mixes the whole picture this much with white."""
+PASTEL_GROUNDS = ("road", "night")
+"""Backgrounds too dark for the creature style's black outline to stand out: only these turn pastel. Elsewhere
+the creature style changes the objects alone (eyes and outline), so finetuning on creatures does not first learn
+a global shift to white that washes the colors out of every prompt (measured in notebook 06's history: README)."""
 OUTLINE = (15, 15, 15)
 OUTLINE_WIDTH = 2
 """Width in pixels of the creature style's outline, drawn outside the silhouette (0: none)."""
@@ -118,12 +122,15 @@ def object_mask(scene: Scene, scale: int = 1) -> np.ndarray:
     return np.maximum.reduce(object_masks(scene, scale))
 
 
+def pastel(scene: Scene) -> float:
+    """How much `scene` is mixed with white: `PASTEL` for creatures on `PASTEL_GROUNDS`, else 0."""
+    return PASTEL if scene.style == "creature" and scene.background in PASTEL_GROUNDS else 0.0
+
+
 def background_color(scene: Scene) -> np.ndarray:
-    """The background's base color in this scene's style (pastel for creatures)."""
+    """The background's base color in this scene's style (pastel for creatures on dark grounds)."""
     base = np.array(BACKGROUNDS[scene.background], dtype=np.float32)
-    if scene.style == "creature":
-        base = (1 - PASTEL) * base + PASTEL * 255.0
-    return base
+    return (1 - pastel(scene)) * base + pastel(scene) * 255.0
 
 
 def _texture(bg: str, scene: Scene, rng: np.random.RandomState) -> np.ndarray:
@@ -180,9 +187,7 @@ def _background(scene: Scene, rng: np.random.RandomState) -> np.ndarray:
         img = above * _texture("sky", scene, rng) + (1 - above) * img
     if scene.details:
         img = _details(img, scene)
-    if scene.style == "creature":
-        img = (1 - PASTEL) * img + PASTEL * 255.0
-    return img
+    return (1 - pastel(scene)) * img + pastel(scene) * 255.0
 
 
 DETAIL = {

@@ -47,8 +47,8 @@ PATTERNS = ("plain", "striped", "dotted")
 """Surface patterns of the object; "plain" is not written in the caption (refinement adds the others)."""
 
 STYLES = ("plain", "watercolor", "creature")
-"""Render styles. "watercolor" is named in the caption; "creature" (eyes, thick outline, pastel background)
-is the finetuning target and is captioned by the same grammar, without a style word."""
+"""Render styles. "watercolor" is named in the caption; "creature" (eyes, thick outline; pastel on the
+dark grounds) is the finetuning target and is captioned by the same grammar, without a style word."""
 
 BUMPY_THRESHOLD = 0.5
 """A road with `bumpiness >= BUMPY_THRESHOLD` is captioned "bumpy"; the strength itself is graded."""
