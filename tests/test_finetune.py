@@ -301,7 +301,9 @@ def test_clip_metrics_with_local_weights_and_one_message_without(tmp_path):
 
 
 def test_toy_defaults_pick_probes_for_objects_the_data_never_shows(tmp_path):
-    from sdlab.finetune.probes import CREATURE_OBJECTS, REAL_PROBES, default_prompts, export_narrow, named_objects
+    from sdlab.finetune.probes import (CREATURE_OBJECTS, REAL_PROBES, TOY_PROBE_CANDIDATES, default_prompts,
+                                       export_narrow, named_objects)
+    from sdlab.toyworld.render import PASTEL_GROUNDS
 
     folder = export_narrow(tmp_path / "narrow", 40, seed=3)
     rows = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines()]
@@ -311,6 +313,8 @@ def test_toy_defaults_pick_probes_for_objects_the_data_never_shows(tmp_path):
     prompts, probes = default_prompts(64, captions)
     assert prompts == tuple(dict.fromkeys(captions))[:3] and len(probes) == 4
     assert {o for p in probes for o in named_objects(p)} == {"house", "tree", "car", "star"}  # the yoda role
+    # and on light grounds: on a road or at night the creature style itself would take the probe's background
+    assert not any(parse_toy_prompt(p)["background"] in PASTEL_GROUNDS for p in TOY_PROBE_CANDIDATES[:8])
     assert default_prompts(512, captions)[1] == REAL_PROBES  # real models get the report's "yoda"
 
     world = [s.caption for s in sample_scenes(64, 0, style="creature", world=1)]  # every object: no yoda left

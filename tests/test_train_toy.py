@@ -336,6 +336,8 @@ def test_refine_vae_of_a_saved_pipeline_keeps_the_rest_and_resumes_exactly(tmp_p
 
     with pytest.raises(TrainingError, match="not a pipeline folder"):
         train_mod.refine_pipeline_vae(tmp_path / "src", tiny_cfg(tmp_path, "bad"), progress=False)
+    with pytest.raises(TrainingError, match="nothing to do.*--vae-refine-steps 400"):
+        train_mod.refine_pipeline_vae(source, tiny_cfg(tmp_path, "bad", vae_refine_steps=0), progress=False)
     assert not (tmp_path / "bad").exists()  # refused before the run folder was made
     with pytest.raises(SystemExit):
         main(["--output", str(tmp_path / "bad2"), "--arch", "tiny", "--refine-vae-of", str(tmp_path / "nothing")])

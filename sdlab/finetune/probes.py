@@ -25,13 +25,15 @@ CREATURE_OBJECTS = ("cat", "dog", "fish", "bird")
 """The toy world's creature-like objects: what the narrow finetuning dataset shows."""
 
 TOY_PROBE_CANDIDATES = (
-    "a red house on grass", "a blue tree on sand", "a yellow car on a road", "a purple star in the sky",
-    "a pink house in the snow", "a purple tree on grass", "a red car on sand", "a yellow star at night",
-    "a blue house on sand", "a red tree in the snow", "a purple car on grass", "an orange star on sand",
-    "a yellow house on a road", "an orange tree in the sky", "a pink car in the snow", "a red star on grass",
+    "a red house on grass", "a blue tree on sand", "a red car on sand", "a purple star in the sky",
+    "a pink house in the snow", "a purple tree on grass", "a pink car in the snow", "an orange star on sand",
+    "a blue house on sand", "a red tree in the snow", "a purple car on grass", "a red star on grass",
+    "an orange tree in the sky", "a yellow car on a road", "a yellow star at night", "a yellow house on a road",
 )
 """Probe prompts for the toy model in order of preference: one of each non-creature object in turn, every one
-a caption both toy worlds draw (one object, a color that stands out from its background)."""
+a caption both toy worlds draw (one object, a color that stands out from its background). The dark grounds come
+last: on a road or at night the creature style turns the whole picture pastel, so a probe there loses its
+background to the style itself, and its fidelity would measure the style as well as the prompt."""
 REAL_PROMPTS = ("girl with a pearl earring", "cute Obama creature", "Donald Trump")
 """The report's before/after prompts (Figs. 11-12), for real Stable Diffusion weights."""
 REAL_PROBES = ("yoda",)

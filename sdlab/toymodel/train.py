@@ -1,6 +1,6 @@
 """`sdlab train-toy`: train the toy Stable Diffusion on the toy world, from scratch.
 
-Four phases on one fixed, seeded dataset of rendered scenes:
+Five phases (the fifth off in the shipped recipe) on one fixed, seeded dataset of rendered scenes:
 1. the VAE (L1 + image-gradient L1 + a small KL), then its `scaling_factor` from the latents' std;
 2. the UNet and the text encoder jointly on cached latents (epsilon loss with min-SNR weighting,
    10% empty captions for classifier-free guidance, AdamW with warmup (optionally a cosine decay), an EMA;
@@ -329,6 +329,9 @@ def refine_pipeline_vae(source, cfg: ToyTrainConfig, *, resume: bool = False, ov
     if not (source / "model_index.json").is_file():
         raise TrainingError(f"--refine-vae-of: {source} is not a pipeline folder (no model_index.json); "
                             "give the folder of a saved pipeline, e.g. a run's pipeline/ or the shipped model")
+    if cfg.vae_refine_steps <= 0:
+        raise TrainingError(f"--refine-vae-of: --vae-refine-steps is {cfg.vae_refine_steps}, so there is nothing to "
+                            "do; give the number of refinement steps, e.g. --vae-refine-steps 400")
     run = RunFolder(cfg, resume, overwrite)
     state = run.load() if resume else {"phase": "annealed", "step": 0}  # phases 1-4: the source's
     if resume and state.get("source") != str(source.resolve()):
