@@ -58,7 +58,8 @@ def test_same_seed_same_weights_and_resume_is_bit_identical(tmp_path, monkeypatc
         out = train_toy(tiny_cfg(tmp_path, name), resume=True, progress=False)
         resumed = unet_weights(out)
         assert all(torch.equal(ref[k], resumed[k]) for k in ref), f"resumed in the {stop_phase} phase"
-        vae_a, vae_b = (load_file(str(p / "vae" / "diffusion_pytorch_model.safetensors")) for p in (tmp_path / "a" / "pipeline", out))
+        vae_a, vae_b = (load_file(str(p / "vae" / "diffusion_pytorch_model.safetensors"))
+                        for p in (tmp_path / "a" / "pipeline", out))
         assert all(torch.equal(vae_a[k], vae_b[k]) for k in vae_a), f"the VAE after a resume in the {stop_phase} phase"
 
 
@@ -286,15 +287,17 @@ def _encoder_means(pipe_dir, images):
 def test_vae_refine_changes_the_whole_vae_alone_and_its_anchor_holds_the_latents(tmp_path):
     from sdlab.toymodel.dataset import render_dataset
 
+    fast = dict(vae_refine_lr=3e-3, vae_refine_steps=12)
     runs = {name: train_toy(tiny_cfg(tmp_path, name, **kw), progress=False) for name, kw in (
-        ("none", dict(vae_refine_steps=0)), ("free", dict(vae_refine_anchor=0.0, vae_refine_lr=3e-3, vae_refine_steps=12)),
-        ("held", dict(vae_refine_anchor=1e3, vae_refine_lr=3e-3, vae_refine_steps=12)))}
+        ("none", dict(vae_refine_steps=0)), ("free", dict(vae_refine_anchor=0.0, **fast)),
+        ("held", dict(vae_refine_anchor=1e3, **fast)))}
     unets = {name: unet_weights(out) for name, out in runs.items()}
     assert all(torch.equal(unets["none"][k], unets["free"][k]) for k in unets["none"])  # phase 5 leaves them
     vaes = {name: load_file(str(out / "vae" / "diffusion_pytorch_model.safetensors")) for name, out in runs.items()}
     for part in ("encoder.", "decoder."):
         assert any(not torch.equal(v, vaes["free"][k]) for k, v in vaes["none"].items() if k.startswith(part))
-    scaling = {name: StableDiffusionPipeline.from_pretrained(out).vae.config.scaling_factor for name, out in runs.items()}
+    scaling = {name: StableDiffusionPipeline.from_pretrained(out).vae.config.scaling_factor
+               for name, out in runs.items()}
     assert scaling["free"] == scaling["none"]  # the UNet's latent space is the one it was trained on
     images, _, _ = render_dataset(tiny_cfg(tmp_path))
     before = _encoder_means(runs["none"], images)

@@ -312,8 +312,8 @@ def _refine_vae(vae, images, creatures, lat_mean, cfg, run, state, gen, t0, prog
         check_finite(loss, "vae_refine", step, run)
         _optimizer_step(loss, opt, sched, vae.parameters())
         _after_step(run, cfg, bar, "vae_refine", step, cfg.vae_refine_steps, loss, sched, t0, lambda done, step=step: {
-            **models_state(), "phase": "refined" if done else "vae_refine", "step": step + 1, "vae_anchor": anchor_state,
-            "refine_opt": opt.state_dict(), "refine_sched": sched.state_dict()})
+            **models_state(), "phase": "refined" if done else "vae_refine", "step": step + 1,
+            "vae_anchor": anchor_state, "refine_opt": opt.state_dict(), "refine_sched": sched.state_dict()})
     vae.eval().requires_grad_(False)
 
 

@@ -428,7 +428,8 @@ def _read(arr: np.ndarray) -> Reading:
     creature = any(o.creature_score > 0.5 for o in objects)
     watercolor = not creature and any(o.watercolor_score > WATERCOLOR for o in objects)
     margin = 9 if watercolor else 5  # beyond most halo
-    bumpiness = _bumpiness(arr, anything, pastel=creature and background in PASTEL_GROUNDS, margin=margin, ground=~region)
+    pastel = creature and background in PASTEL_GROUNDS
+    bumpiness = _bumpiness(arr, anything, pastel=pastel, margin=margin, ground=~region)
     if not objects:
         empty = np.zeros((SIZE, SIZE), dtype=bool)
         return Reading(background, "", "", "plain", "plain", empty, (0, 0, 0, 0), 0.0, 0.0, bumpiness,

@@ -27,7 +27,7 @@ PASTEL = 0.55
 PASTEL_GROUNDS = ("road", "night")
 """Backgrounds too dark for the creature style's black outline to stand out: only these turn pastel. Elsewhere
 the creature style changes the objects alone (eyes and outline), so finetuning on creatures does not first learn
-a global shift to white that washes the colors out of every prompt (measured in notebook 06's history: README)."""
+a global shift to white that washes the colors out of every prompt (measured: notebook 06's closing notes)."""
 OUTLINE = (15, 15, 15)
 OUTLINE_WIDTH = 2
 """Width in pixels of the creature style's outline, drawn outside the silhouette (0: none)."""
