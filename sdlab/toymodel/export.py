@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -57,7 +58,7 @@ def export_checkpoint(output: str | Path) -> Path:
     scaling = state.get("scaling")
     if scaling is None:  # checkpoints written before the factor was stored: recompute it as training did
         images, _, _ = render_dataset(cfg)
-        encoder = build_pipeline(TOY if cfg.arch == "toy" else TINY, seed=cfg.seed).vae  # the VAE of before phase 5
+        encoder = copy.deepcopy(pipe.vae)  # the VAE from before phase 5: its latents are the UNet's
         encoder.load_state_dict(state.get("vae_anchor", state["vae"]))
         *_, scaling = encode_latents(encoder.eval(), images, torch.device("cpu"))
     pipe.vae.register_to_config(scaling_factor=scaling)
