@@ -15,7 +15,8 @@ def tiny_cfg(tmp_path, name="run", **kw):
                 warmup=2, checkpoint_minutes=0.0, device="cpu", decoder_steps=3, anneal_steps=3,
                 lr_floor=0.1, ema_text_encoder=True, pad_dropout=0.5,
                 anneal_pad_dropout=0.5, object_isolation=0.5,
-                anneal_object_isolation=0.5, vae_refine_steps=3)  # the options on: resume must restore them too
+                anneal_object_isolation=0.5, vae_refine_steps=3,
+                vae_refine_generated=4)  # the options on: resume must restore them too
     return ToyTrainConfig(**(base | kw))
 
 
@@ -304,6 +305,38 @@ def test_vae_refine_changes_the_whole_vae_alone_and_its_anchor_holds_the_latents
     drift = {name: (_encoder_means(runs[name], images) - before).norm() / before.norm() for name in ("free", "held")}
     assert drift["held"] < 0.5 * drift["free"]
     assert "\nvae_refine,0," in (tmp_path / "free" / "log.csv").read_text()
+
+
+def test_vae_refine_can_hold_the_decoder_on_the_pipelines_own_latents(tmp_path):
+    from sdlab.toymodel.dataset import render_dataset
+
+    fast = dict(vae_refine_lr=3e-3, vae_refine_steps=12)
+    runs = {name: train_toy(tiny_cfg(tmp_path, name, **kw), progress=False) for name, kw in (
+        ("none", dict(vae_refine_steps=0)), ("free", dict(vae_refine_generated=0, **fast)),
+        ("held", dict(vae_refine_generated=8, vae_refine_hold=3.0, **fast)))}
+    pipe = StableDiffusionPipeline.from_pretrained(runs["none"])
+    _, captions, _ = render_dataset(tiny_cfg(tmp_path))
+    z = train_mod._sampler(pipe, pipe.unet, pipe.text_encoder, captions, tiny_cfg(tmp_path))(8)
+    assert z.ndim == 4 and len(z) == 8
+    assert torch.equal(z, train_mod._sampler(pipe, pipe.unet, pipe.text_encoder, captions, tiny_cfg(tmp_path))(8))
+    with torch.no_grad():
+        decoded = {name: StableDiffusionPipeline.from_pretrained(out).vae.decode(z).sample
+                   for name, out in runs.items()}
+    moved = {name: (decoded[name] - decoded["none"]).abs().mean() for name in ("free", "held")}
+    assert moved["held"] < 0.5 * moved["free"], moved
+    unets = {name: unet_weights(out) for name, out in runs.items()}
+    assert all(torch.equal(unets["none"][k], unets["held"][k]) for k in unets["none"])
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(vae_refine_generated=-1), "--vae-refine-generated is -1: give a whole number"),
+    (dict(vae_refine_generated=33), r"--vae-refine-generated is 33.*--n-images \(32\)"),
+    (dict(vae_refine_hold=-0.5), "--vae-refine-hold is -0.5: give a weight >= 0"),
+])
+def test_bad_phase_5_options_are_refused_before_anything_is_written(tmp_path, bad, message):
+    with pytest.raises(TrainingError, match=message):
+        train_toy(tiny_cfg(tmp_path, "bad", **bad), progress=False)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_refine_vae_of_a_saved_pipeline_keeps_the_rest_and_resumes_exactly(tmp_path, monkeypatch, capsys):

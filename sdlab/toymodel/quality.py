@@ -34,8 +34,9 @@ def trained_world(folder=None) -> int:
     return world
 
 
-def generate(pipe, prompts, seeds, *, steps=25, guidance=7.5, batch_size=16):
-    """One image per (prompt, seed); image i depends only on prompts[i] and seeds[i], not on the batching."""
+def generate(pipe, prompts, seeds, *, steps=25, guidance=7.5, batch_size=16, output_type="pil"):
+    """One image per (prompt, seed); image i depends only on prompts[i] and seeds[i], not on the batching.
+    `output_type="latent"`: one (n, c, h, w) tensor of the final latents instead."""
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt")
     check_prompts(pipe, prompts)
@@ -45,9 +46,10 @@ def generate(pipe, prompts, seeds, *, steps=25, guidance=7.5, batch_size=16):
         generators = [torch.Generator().manual_seed(int(s)) for s in seeds[chunk]]
         out = pipe(
             list(prompts[chunk]), num_inference_steps=steps, guidance_scale=guidance, generator=generators,
+            output_type=output_type,
         )
-        images += out.images
-    return images
+        images += list(out.images)
+    return torch.stack(images) if output_type == "latent" else images
 
 
 def score_model(pipe, scenes: list[Scene], *, seed=0, steps=25, guidance=7.5, batch_size=16):

@@ -10,8 +10,10 @@ Five phases (the fifth off in the shipped recipe) on one fixed, seeded dataset o
    fresh AdamW whose learning rate decays linearly to 0 (a warmup-stable-decay tail), with blank padding
    states for half of the captions (`anneal_pad_dropout`); the annealed weights, not the EMA, then ship;
 5. the whole VAE, the encoder too (`vae_refine_steps`; 0 skips it), with the latents of the world's scenes held
-   where the UNet learned them: what the decoder alone cannot learn to keep (the creature style's thin outline).
-   `--refine-vae-of` runs this phase alone on a saved pipeline.
+   where the UNet learned them: what the decoder alone cannot learn to keep (the creature style's thin outline);
+   optionally the decoder held to its old outputs on the world's latents and on latents the pipeline generates
+   itself (`vae_refine_generated`), so plain generations keep their pictures. `--refine-vae-of` runs this phase
+   alone on a saved pipeline.
 
 Checkpoints are written every few minutes (atomically); `--resume` continues a stopped run and reaches the
 same weights as an uninterrupted one. The result is a diffusers pipeline folder (safetensors).
@@ -97,8 +99,19 @@ def _optimizer_step(loss, opt, sched, params):
     sched.step()
 
 
+def _check(cfg: ToyTrainConfig):
+    """Refuse options that would only fail hours into a run."""
+    n = cfg.vae_refine_generated
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= cfg.n_images:
+        raise TrainingError(f"--vae-refine-generated is {n!r}: give a whole number of latents to generate from "
+                            f"0 (the decoder not held) to --n-images ({cfg.n_images}), e.g. 512")
+    if not cfg.vae_refine_hold >= 0:
+        raise TrainingError(f"--vae-refine-hold is {cfg.vae_refine_hold!r}: give a weight >= 0, e.g. 0.3")
+
+
 def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True):
     """Train the toy pipeline; returns the path of the saved pipeline folder."""
+    _check(cfg)
     run = RunFolder(cfg, resume, overwrite)
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -273,22 +286,56 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
                 "anneal_opt": opt.state_dict(), "anneal_sched": sched.state_dict()})
 
     # ---- phase 5: the whole VAE, the latents of the world's scenes held where the UNet learned them --------------
-    _refine_vae(vae, images, creatures, lat_mean, cfg, run, state, gen, t0, progress, models_state)
     modules = {"unet": unet, "text_encoder": text_encoder, "ema": ema, "ema_text_encoder": ema_text}
     unet_key, text_key = shipped_weights(cfg, annealed=bool(cfg.anneal_steps))
+    _refine_vae(vae, images, creatures, lat_mean, cfg, run, state, gen, t0, progress, models_state,
+                _sampler(pipe, modules[unet_key], modules[text_key], captions, cfg))
     pipe.text_encoder = modules[text_key].to("cpu").eval()
     pipe.register_modules(text_encoder=pipe.text_encoder)
     return save_pipeline(pipe, modules[unet_key], run.dir / "pipeline")
 
 
-def _refine_vae(vae, images, creatures, lat_mean, cfg, run, state, gen, t0, progress, models_state):
+def _sampler(pipe, unet, text_encoder, captions, cfg):
+    """`sample(n)`: the latents the pipeline (with this UNet and text encoder) generates for the first `n`
+    training captions, seeds `cfg.seed + i`, 25 DDIM steps at guidance 7.5, divided by the scaling factor (what
+    the decoder reads). Phase 5 holds the decoder to its old outputs on them."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from .quality import generate
+
+    def sample(n):
+        gen_pipe = StableDiffusionPipeline(
+            vae=pipe.vae, text_encoder=text_encoder.eval(), tokenizer=pipe.tokenizer, unet=unet.eval(),
+            scheduler=DDIMScheduler.from_config(pipe.scheduler.config), safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False)
+        gen_pipe.set_progress_bar_config(disable=True)
+        with torch.no_grad():
+            latents = generate(gen_pipe, list(captions[:n]), [cfg.seed + i for i in range(n)], steps=25,
+                               guidance=7.5, batch_size=32, output_type="latent")
+        return latents.float().cpu() / pipe.vae.config.scaling_factor
+    return sample
+
+
+def _refine_vae(vae, images, creatures, lat_mean, cfg, run, state, gen, t0, progress, models_state, sample):
     """Phase 5: train the whole VAE on the phase-1 mix (a quarter of each batch creature-style renders) at
     `vae_refine_lr`, with a squared-error anchor (weight `vae_refine_anchor`) that holds the encoder's posterior
     means of the world's scenes at `lat_mean`, the latents the UNet learned on; the creatures are free. The
-    checkpoints keep the VAE from before the phase (`vae_anchor`): a resume encodes the latents with it."""
+    checkpoints keep the VAE from before the phase (`vae_anchor`): a resume encodes the latents with it.
+
+    With `vae_refine_generated` the decoder is held too: on the world's scenes its target is the old decoder's
+    output for the same latent, and on the pipeline's own latents (`sample`, drawn once and kept in the
+    checkpoints) it is held to the old decoder's outputs with weight `vae_refine_hold`."""
     if not cfg.vae_refine_steps:
         return
     anchor_state = state.get("vae_anchor") or {k: v.detach().clone() for k, v in vae.state_dict().items()}
+    reference, generated = None, None
+    if cfg.vae_refine_generated:
+        reference = copy.deepcopy(vae)
+        reference.load_state_dict(anchor_state)
+        reference.eval().requires_grad_(False)
+        generated = state.get("vae_refine_latents")
+        if generated is None:
+            generated = sample(cfg.vae_refine_generated)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_refine_lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(0, cfg.vae_refine_steps, cfg.lr_floor))
     start = cfg.vae_refine_steps if reached_phase(state, "refined") else 0
@@ -308,12 +355,24 @@ def _refine_vae(vae, images, creatures, lat_mean, cfg, run, state, gen, t0, prog
         post, z = _sample_posterior(vae, x, gen)
         rec = vae.decode(z).sample
         anchor = F.mse_loss(post.mean[: len(idx)], lat_mean[idx].to(vae.device))
-        loss = (rec - x).abs().mean() + _grad_l1(rec, x) + 1e-6 * post.kl().mean() + cfg.vae_refine_anchor * anchor
+        target = x
+        if reference is not None:
+            with torch.no_grad():
+                target = torch.cat([reference.decode(z[: len(idx)]).sample, x[len(idx):]])
+        loss = (rec - target).abs().mean() + _grad_l1(rec, target) + 1e-6 * post.kl().mean() \
+            + cfg.vae_refine_anchor * anchor
+        if reference is not None:
+            zg = generated[torch.randint(len(generated), (cfg.batch_size // 2,), generator=gen)].to(vae.device)
+            with torch.no_grad():
+                held = reference.decode(zg).sample
+            out = vae.decode(zg).sample
+            loss = loss + cfg.vae_refine_hold * ((out - held).abs().mean() + _grad_l1(out, held))
         check_finite(loss, "vae_refine", step, run)
         _optimizer_step(loss, opt, sched, vae.parameters())
         _after_step(run, cfg, bar, "vae_refine", step, cfg.vae_refine_steps, loss, sched, t0, lambda done, step=step: {
             **models_state(), "phase": "refined" if done else "vae_refine", "step": step + 1,
-            "vae_anchor": anchor_state, "refine_opt": opt.state_dict(), "refine_sched": sched.state_dict()})
+            "vae_anchor": anchor_state, "refine_opt": opt.state_dict(), "refine_sched": sched.state_dict(),
+            **({"vae_refine_latents": generated} if generated is not None else {})})
     vae.eval().requires_grad_(False)
 
 
@@ -332,6 +391,7 @@ def refine_pipeline_vae(source, cfg: ToyTrainConfig, *, resume: bool = False, ov
     if cfg.vae_refine_steps <= 0:
         raise TrainingError(f"--refine-vae-of: --vae-refine-steps is {cfg.vae_refine_steps}, so there is nothing to "
                             "do; give the number of refinement steps, e.g. --vae-refine-steps 400")
+    _check(cfg)
     run = RunFolder(cfg, resume, overwrite)
     state = run.load() if resume else {"phase": "annealed", "step": 0}  # phases 1-4: the source's
     if resume and state.get("source") != str(source.resolve()):
@@ -344,14 +404,15 @@ def refine_pipeline_vae(source, cfg: ToyTrainConfig, *, resume: bool = False, ov
     vae = pipe.vae.to(device)
     if "vae_anchor" in state:
         vae.load_state_dict(state["vae_anchor"])
-    images, _, creatures = render_dataset(cfg)
+    images, captions, creatures = render_dataset(cfg)
     lat_mean, _, _ = encode_latents(vae.eval(), images, device)
     gen = torch.Generator().manual_seed(cfg.seed)
     np_rng = np.random.default_rng(cfg.seed)
     if resume:
         set_rng_state(gen, np_rng, state["rng"])
     _refine_vae(vae, images, creatures, lat_mean, cfg, run, state, gen, time.time(), progress,
-                lambda: {"vae": vae.state_dict(), "rng": rng_state(gen, np_rng), "source": str(source.resolve())})
+                lambda: {"vae": vae.state_dict(), "rng": rng_state(gen, np_rng), "source": str(source.resolve())},
+                _sampler(pipe, pipe.unet.to(device), pipe.text_encoder.to(device), captions, cfg))
     pipe.vae = vae.to("cpu")
     pipe.register_modules(vae=pipe.vae)
     return save_pipeline(pipe, pipe.unet, run.dir / "pipeline")
