@@ -71,16 +71,16 @@ class ToyTrainConfig:
     anneal_pad_dropout: float = 0.5
     """`pad_dropout` during the anneal (phase 4) only: the UNet learns to read the words themselves, so scaling
     one word's attention (reweighting) acts, while phases 1-3 keep the plain recipe."""
-    vae_refine_steps: int = 0
-    """Phase 5 (0 = none, the shipped recipe): the whole VAE, the encoder too, with the encoder's latents of the
-    world's scenes (not of the creatures) held where the UNet learned them by a squared-error anchor
-    (`vae_refine_anchor`); `--refine-vae-of` runs it alone on a saved pipeline, to retrofit a VAE that never saw
-    today's creature style. Measured on the shipped model (README model card, 400 steps): creature round trips read
-    style 73% -> 98% and finetuning takes on the style faster, but plain generations through the new decoder move
-    enough for the two-object quality bar to be missed, so it does not ship."""
-    vae_refine_lr: float = 2e-4
+    vae_refine_steps: int = 600
+    """Phase 5 (0 = none): the whole VAE, the encoder too, with the encoder's latents of the world's scenes (not of
+    the creatures) held where the UNet learned them by a squared-error anchor (`vae_refine_anchor`);
+    `--refine-vae-of` runs it alone on a saved pipeline, to retrofit a VAE that never saw today's creature style
+    (the shipped model's phase 5 was run so, on its phases 1-4). Without the held decoder
+    (`vae_refine_generated` 0; README model card, 400 steps) creature round trips read style 73% -> 98%, but plain
+    generations through the new decoder move enough for the two-object quality bar to be missed."""
+    vae_refine_lr: float = 3e-4
     vae_refine_anchor: float = 1.0
-    vae_refine_generated: int = 0
+    vae_refine_generated: int = 512
     """Phase 5 with the decoder held (0 = not held): the pipeline first generates this many latents of its own (the
     first training captions, 25 DDIM steps, guidance 7.5), and the decoder is held to its outputs from before phase
     5 on them (weight `vae_refine_hold`) and on the world's latents (its target there is its old output, not the
