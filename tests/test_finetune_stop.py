@@ -24,17 +24,43 @@ def table(*pairs):
 # ---- the rule ---------------------------------------------------------------------------------------------
 
 
-def test_rule_stops_before_fidelity_first_falls_below_the_floor():
+def test_rule_stops_at_the_last_step_whose_fidelity_trend_keeps_the_floor():
+    s = stop.suggest_stop(table((0, 1.0), (100, 0.9), (200, 0.5), (300, 0.95)), threshold=0.85)
+    assert (s.step, s.first_below, s.floor) == (100, 200, 0.85)  # a recovery after a real fall does not count
+    assert s.trend == 0.9 and "trend first fell below 0.85 at step 200; step 100 keeps 0.90" in s.reason
     s = stop.suggest_stop(table((0, 1.0), (100, 0.9), (200, 0.8), (300, 0.95)), threshold=0.85)
-    assert (s.step, s.first_below, s.floor) == (100, 200, 0.85)  # a late recovery does not count
-    assert "first fell below 0.85 at step 200" in s.reason
+    assert (s.step, s.first_below, s.trend) == (300, None, pytest.approx(0.875))  # ... a small dip pooled away
+    # one noisy dip right after step 0 (1 of 8 probe pairs misread) does not end the run at the base model
+    noisy = table((0, 1.0), (100, 0.83), (200, 0.92), (300, 0.88), (400, 0.6), (500, 0.65))
+    s = stop.suggest_stop(noisy, threshold=0.85)
+    assert (s.step, s.first_below) == (300, 400) and s.trend == pytest.approx((0.83 + 0.92 + 0.88) / 3)
     s = stop.suggest_stop(table((0, 1.0), (100, 0.9), (200, 0.86)), threshold=0.85)
     assert (s.step, s.first_below) == (200, None)  # never fell: the last step
     assert stop.suggest_stop(table((0, 1.0), (100, 0.5)), threshold=0.85).step == 0  # fell at once: the base
     s = stop.suggest_stop(table((0, 0.31), (50, 0.28), (100, 0.2)), threshold=0.8)  # CLIP-like: relative to step 0
     assert (s.step, round(s.floor, 3)) == (50, 0.248)
-    assert stop.suggest_stop(table((200, 1.0), (0, 1.0), (100, 0.1)), threshold=0.5).step == 0  # rows in any order
+    assert stop.suggest_stop(table((200, 0.2), (0, 1.0), (100, 0.9)), threshold=0.5).step == 100  # rows in any order
     assert stop.suggest_stop(table((0, 1.0), (100, 0.1)), threshold=0.0).step == 100
+
+
+def test_trend_is_the_non_increasing_least_squares_fit():
+    assert stop.trend([1.0, 0.8, 0.9, 0.5, 0.7, 0.6]) == pytest.approx([1.0, 0.85, 0.85, 0.6, 0.6, 0.6])
+    assert stop.trend([0.2, 0.4]) == pytest.approx([0.3, 0.3])  # a rise is pooled, step 0 included
+    assert stop.trend([0.9, 0.7, 0.7, 0.1]) == pytest.approx([0.9, 0.7, 0.7, 0.1])  # already falling: itself
+
+
+def test_suggestion_only_stays_or_moves_to_the_newest_step_as_rows_arrive():
+    """What lets a run keep only `keep_steps`' weights: a new row never makes an earlier, discarded step the
+    suggestion (checked on every prefix of random tables)."""
+    rng = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        values = (1.0 - torch.rand(8, generator=rng).cumsum(0) * 0.08 + torch.randn(8, generator=rng) * 0.1).tolist()
+        rows = table(*[(100 * i, v) for i, v in enumerate(values)])
+        before = stop.suggest_stop(rows[:2], threshold=0.85).step
+        for n in range(3, len(rows) + 1):
+            now = stop.suggest_stop(rows[:n], threshold=0.85).step
+            assert now in (before, rows[n - 1]["step"]), (values, n)
+            before = now
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5, "0.8", True, None])

@@ -47,7 +47,7 @@ FLAGS = {  # field -> (type, help); fields not listed here are Python-only
     "guidance_scale": (float, "guidance scale of validation images"),
     "metrics": (str, "auto, toyworld, clip or none"),
     "clip_model": (str, "local CLIP weights for real-data metrics"),
-    "stop_threshold": (float, "suggested stop: last step before probe fidelity falls below this share of step 0's"),
+    "stop_threshold": (float, "suggested stop: last step whose probe fidelity trend keeps this share of step 0's"),
     "num_workers": (int, "DataLoader workers"),
 }
 SWITCHES = {

@@ -120,8 +120,9 @@ class FinetuneConfig:
     clip_model: str | None = None
     """CLIP weights (local folder or cached hub id) for real-data metrics; None = metrics.DEFAULT_CLIP."""
     stop_threshold: float = 0.85
-    """The suggested stop (`sdlab.finetune.stop`): the last validated step before the probes' fidelity first falls
-    below this share of its value at step 0. In [0, 1]; it may be changed on `--resume` and after the run."""
+    """The suggested stop (`sdlab.finetune.stop`): the last validated step whose probe fidelity trend (its
+    non-increasing fit) keeps this share of the fidelity at step 0. In [0, 1]; it may be changed on `--resume` and
+    after the run."""
     num_workers: int = 0
     """DataLoader worker processes."""
     progress: bool = True

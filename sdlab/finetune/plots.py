@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..plotting import Figure
-from .stop import run_threshold, suggest_stop
+from .stop import run_threshold, suggest_stop, trend
 from .validation import read_csv
 
 BAND = 1.96
@@ -133,6 +133,8 @@ def tradeoff_figure(run, threshold: float | None = None) -> Figure:
     left, right = fig.subplots(1, 2, sharey=True)
     _band(left, steps, summary, "probe_style", "tab:red", "probe style")
     _band(left, steps, summary, "probe_fidelity", "tab:blue", "probe fidelity", marker="s")
+    left.plot(steps, trend(r["probe_fidelity"] for r in summary), color="tab:blue", lw=2.5, alpha=0.3,
+              label="fidelity trend (the rule's fit)")
     if "prompt_style" in summary[0]:
         left.plot(steps, [r["prompt_style"] for r in summary], "--", color="tab:red", alpha=0.5,
                   label="in-domain style")

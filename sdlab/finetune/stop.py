@@ -1,12 +1,20 @@
 """Where to stop finetuning, suggested by one documented rule over the measured tradeoff curve.
 
-The rule: **the last validated step before the probes' fidelity first falls below `threshold` times its value
-at the first validation (step 0)**. The probes play the report's "yoda": prompts the data never shows, so their
-fidelity is what finetuning costs; up to that step they keep at least that share of what the base model drew,
-and every step the run validated before it kept it too. Style does not enter the rule: it is what the run
-is for, it is read off the same table, and a step that keeps fidelity has had at least as much training as any
-earlier one. If no later step falls below the floor, the suggestion is the run's last step; if the first one
-after step 0 already does, it is step 0 (the base model: validate more often or lower the learning rate).
+The rule: **the last validated step whose fidelity trend keeps at least `threshold` times the probes' fidelity
+at the first validation (step 0); the trend is the non-increasing least-squares fit to the measured fidelities
+(isotonic regression)**. The probes play the report's "yoda": prompts the data never shows, so their fidelity
+is what finetuning costs, and it falls as the run goes on. Each validation reads it from a handful of probe x
+seed pairs, so one misdrawn object shows as a dip of 1/8: the fit (`trend`, pooling adjacent violators) averages
+a dip with the later points that contradict it. A dip the run recovers from does not end it at step 0, a
+recovery after a real fall counts only as far as it lifts the pooled mean, and every step before the suggested
+one keeps the floor on the trend too. Style does not enter the rule: it is what the run is for, it is read off
+the same table, and a later step has had more of it. If the trend never falls below the floor, the suggestion
+is the run's last step; if it does right after step 0, it is step 0 (the base model: validate more often or
+lower the learning rate).
+
+As a run validates, a new row lowers no earlier step's trend (a lower point is its own block; a higher one
+lifts the block it joins), so the suggestion either stays or moves to the newest step, whose weights are in
+hand: a run need only keep the weights of the steps `keep_steps` names.
 
 The fidelity is the toy evaluator's (object, color and background right) on toy-world prompts and the CLIP
 score on real ones (`sdlab.finetune.metrics`); the rule is relative to step 0, so the same threshold means the
@@ -25,6 +33,8 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from scipy.optimize import isotonic_regression
 
 from . import snapshots
 from .checkpoints import RUN_FILE
@@ -49,17 +59,25 @@ class Suggestion:
     floor: float
     """threshold x the probe fidelity of the first validation: the least fidelity the suggested step may have."""
     first_below: int | None
-    """The first validated step whose probe fidelity fell below the floor; None if none did."""
+    """The first validated step whose fidelity trend fell below the floor; None if none did."""
     row: dict
     """The tradeoff row of the suggested step."""
+    trend: float | None = None
+    """The fidelity trend (`trend`) at the suggested step; None in suggestions recorded before it existed."""
 
     @property
     def reason(self) -> str:
         fid = self.row[KEY]
+        kept = f"step {self.step} keeps {fid:.2f}" + ("" if self.trend is None else f" (trend {self.trend:.2f})")
         if self.first_below is None:
-            return f"probe fidelity never fell below {self.floor:.2f}; the last step keeps {fid:.2f}"
-        return f"probe fidelity first fell below {self.floor:.2f} at step {self.first_below}; step {self.step} " \
-               f"keeps {fid:.2f}"
+            return f"the probe fidelity trend never fell below {self.floor:.2f}; the last {kept}"
+        return f"the probe fidelity trend first fell below {self.floor:.2f} at step {self.first_below}; {kept}"
+
+
+def trend(values) -> list[float]:
+    """The non-increasing least-squares fit to `values` in step order (isotonic regression by pooling adjacent
+    violators): runs of points that rise are replaced by their mean until the sequence never rises."""
+    return [float(v) for v in isotonic_regression(list(values), increasing=False).x]
 
 
 def suggest_stop(table: list[dict], threshold: float = DEFAULT_THRESHOLD) -> Suggestion:
@@ -75,13 +93,14 @@ def suggest_stop(table: list[dict], threshold: float = DEFAULT_THRESHOLD) -> Sug
             "probes, or its metrics were off or skipped; finetune with probe prompts and metrics "
             "('toyworld' for toy prompts, 'clip' with local CLIP weights)")
     floor = threshold * rows[0][KEY]
-    chosen, first_below = rows[0], None
-    for row in rows[1:]:
-        if row[KEY] < floor:
-            first_below = row["step"]
+    fit = trend(r[KEY] for r in rows)
+    chosen, first_below = 0, None
+    for i in range(1, len(rows)):
+        if fit[i] < floor:
+            first_below = rows[i]["step"]
             break
-        chosen = row
-    return Suggestion(int(chosen["step"]), threshold, floor, first_below, dict(chosen))
+        chosen = i
+    return Suggestion(int(rows[chosen]["step"]), threshold, floor, first_below, dict(rows[chosen]), fit[chosen])
 
 
 def measured(table: list[dict]) -> bool:
@@ -180,7 +199,8 @@ def read_suggestion(run) -> Suggestion | None:
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
-    return Suggestion(**{k: data[k] for k in ("step", "threshold", "floor", "first_below", "row")})
+    return Suggestion(**{k: data[k] for k in ("step", "threshold", "floor", "first_below", "row")},
+                      trend=data.get("trend"))
 
 
 RULE = " ".join(__doc__.split("**")[1].split())
