@@ -153,7 +153,7 @@ def tradeoff_figure(run, threshold: float | None = None) -> Figure:
     n = int(summary[0].get("probe_n", 0))
     left.set_title(f"style rises, fidelity falls (bands: 95% of the mean, {n} probe x seed pairs)", fontsize=8)
     left.set_ylabel("score (0 to 1)")
-    left.legend(fontsize=6, loc="center right")
+    left.legend(fontsize=6, loc="best")
     for part, color in PARTS:
         if f"probe_{part}" in summary[0]:
             _band(right, steps, summary, f"probe_{part}", color, f"probe {part} right")
