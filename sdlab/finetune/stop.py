@@ -4,7 +4,7 @@ The rule: **the last validated step whose fidelity trend keeps at least `thresho
 at the first validation (step 0); the trend is the non-increasing least-squares fit to the measured fidelities
 (isotonic regression)**. The probes play the report's "yoda": prompts the data never shows, so their fidelity
 is what finetuning costs, and it falls as the run goes on. Each validation reads it from a handful of probe x
-seed pairs, so one misdrawn object shows as a dip of 1/8: the fit (`trend`, pooling adjacent violators) averages
+seed pairs, so one misdrawn object shows as a dip: the fit (`trend`, pooling adjacent violators) averages
 a dip with the later points that contradict it. A dip the run recovers from does not end it at step 0, a
 recovery after a real fall counts only as far as it lifts the pooled mean, and every step before the suggested
 one keeps the floor on the trend too. Style does not enter the rule: it is what the run is for, it is read off
