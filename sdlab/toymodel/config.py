@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
+import textwrap
 from dataclasses import dataclass
 
 
@@ -89,6 +92,15 @@ class ToyTrainConfig:
     vae_refine_hold: float = 0.3
     checkpoint_minutes: float = 3.0
     """Write a checkpoint at least this often (and at the end of each phase)."""
+
+
+def field_docs(cls) -> dict[str, str]:
+    """The docstring under each field of a dataclass (the string literal that follows it in the class body),
+    whitespace collapsed, by field name; fields without one are left out. `sdlab train-toy --help` shows them."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    return {a.target.id: " ".join(b.value.value.split()) for a, b in zip(body, body[1:])
+            if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name) and isinstance(b, ast.Expr)
+            and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str)}
 
 
 class TrainingError(RuntimeError):

@@ -39,7 +39,7 @@ from transformers import CLIPTokenizer
 from ..models import pick_device
 from ..toyworld import OBJECTS
 from .architecture import SCHEDULER_CONFIG, TINY, TOY, build_pipeline
-from .config import ToyTrainConfig, TrainingError
+from .config import ToyTrainConfig, TrainingError, field_docs
 from .dataset import encode_latents, render_dataset
 from .export import export_checkpoint, save_pipeline, ship_pipeline, shipped_weights
 from .isolation import isolate_objects, object_token_ids
@@ -426,12 +426,15 @@ def _padding_positions(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="sdlab train-toy", description=__doc__.split("\n\n")[0])
+    docs = field_docs(ToyTrainConfig)
     for f in fields(ToyTrainConfig):
         flag = "--" + f.name.replace("_", "-")
+        help = (docs.get(f.name, "") + f" (default: {f.default})").strip().replace("%", "%%")
         if str(f.type) == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help)
         else:
-            parser.add_argument(flag, type={"int": int, "float": float}.get(str(f.type), str), default=f.default)
+            parser.add_argument(flag, type={"int": int, "float": float}.get(str(f.type), str), default=f.default,
+                                help=help)
     parser.add_argument("--resume", action="store_true", help="continue the run in --output")
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --output")
     parser.add_argument("--ship", action="store_true", help="copy the final pipeline to the package's toy model folder")
