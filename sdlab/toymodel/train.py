@@ -1,6 +1,6 @@
 """`sdlab train-toy`: train the toy Stable Diffusion on the toy world, from scratch.
 
-Five phases (the fifth off in the shipped recipe) on one fixed, seeded dataset of rendered scenes:
+Five phases (the shipped recipe runs all five) on one fixed, seeded dataset of rendered scenes:
 1. the VAE (L1 + image-gradient L1 + a small KL), then its `scaling_factor` from the latents' std;
 2. the UNet and the text encoder jointly on cached latents (epsilon loss with min-SNR weighting,
    10% empty captions for classifier-free guidance, AdamW with warmup (optionally a cosine decay), an EMA;
