@@ -2,11 +2,14 @@
 
 import dataclasses
 import importlib
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
+from sdlab.finetune.metrics import parse_toy_prompt
 from sdlab.toyworld import Scene, analyze, evaluate, iou, object_mask, object_masks, render, sample_scenes
 
 # Seeds never used while the evaluator's thresholds were chosen.
@@ -106,6 +109,21 @@ def test_creature_outline_is_read_blurred_and_in_part(monkeypatch):
     scores = evaluate(half, scenes)
     assert scores["object"] >= 0.92 and scores["color"] >= 0.98 and scores["mask_iou"] >= 0.88, scores
     assert evaluate([Image.fromarray(b) for b in bare], scenes)["style"] <= 0.05  # no outline, no creature
+
+
+def test_finetuned_probes_are_read_as_a_person_reads_them():
+    """Pictures drawn halfway to the creature style by two finetuning runs (an outline around a washed-out
+    inside, a star whose arms are drawn in outline color, an object split in two), each labelled by eye: is
+    the object the prompt names still there? The evaluator agrees on 86 of the 104 (on 77 before it read an
+    outlined object by what its outline encloses); where it disagrees it reads the object as lost."""
+    data = Path(__file__).parent / "data"
+    cells = json.loads((data / "finetuned_probes.json").read_text())["cells"]
+    sheet = np.asarray(Image.open(data / "finetuned_probes.png").convert("RGB"))
+    tiles = [sheet[(i // 8) * 64:(i // 8 + 1) * 64, (i % 8) * 64:(i % 8 + 1) * 64] for i in range(len(cells))]
+    read = [analyze(t).object == parse_toy_prompt(c["prompt"])["object"] for t, c in zip(tiles, cells)]
+    seen = [c["object_seen"] for c in cells]
+    assert np.mean([r == s for r, s in zip(read, seen)]) >= 0.8
+    assert sum(r and not s for r, s in zip(read, seen)) <= 3
 
 
 def test_input_forms_give_the_same_reading():

@@ -78,6 +78,8 @@ class ObjectReading:
         watercolor_score: how far the ring just around the object is pulled toward the object's color
             (0 = not at all, 1 = fully), 3-4 pixels out; about 0 for plain renders, 0.07 to 0.3 for watercolor.
         creature_score: fraction of the object's border that is a dark outline, in [0, 1].
+        silhouette: bool array (64, 64), what `object` is read from: `mask`, with the outline for an object
+            drawn in creature style (a generation may draw part of the shape, a star's arms, as outline).
     """
 
     object: str
@@ -87,6 +89,7 @@ class ObjectReading:
     box: tuple
     watercolor_score: float
     creature_score: float
+    silhouette: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -228,29 +231,36 @@ def _crop(mask: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=1)
-def _templates() -> np.ndarray:
-    """Silhouette templates (object, variant, TEMPLATE, TEMPLATE): each object's ground-truth mask, and the
-    mask this evaluator measures on its watercolor renders (the halo fills a star's notches), each cropped
-    like a measured mask and averaged over a few sizes and colors; then the same mirrored."""
-    out = []
+def _templates() -> tuple[np.ndarray, np.ndarray]:
+    """Silhouette templates (object, variant, TEMPLATE, TEMPLATE), each cropped like a measured mask, then the
+    same mirrored. For masks: each object's ground-truth mask, and the mask this evaluator measures on its
+    watercolor renders (the halo fills a star's notches), averaged over a few sizes and colors. For outlined
+    silhouettes: the silhouette it measures on its creature renders, outline included, one per size (a 2-pixel
+    outline fattens a small object more than a large one), averaged over two colors."""
+    colors = (("red", "sky"), ("yellow", "night"))
+
+    def measured(name, style, field, sizes):
+        return np.mean([_crop(getattr(_read(np.asarray(render(Scene(name, c, bg, style=style, size=s)), np.float32))
+                                      .objects[0], field)) for s in sizes for c, bg in colors], axis=0)
+
+    masks, outlined = [], []
     for name in OBJECTS:
-        truth = [_crop(object_mask(Scene(name, "red", "sky", size=s)) > 0.5) for s in (30.0, 36.0, 42.0)]
-        painted = [
-            _crop(_read(np.asarray(render(Scene(name, c, bg, style="watercolor", size=s)), np.float32)).mask)
-            for s in (30.0, 36.0, 42.0)
-            for c, bg in (("red", "sky"), ("yellow", "night"))
-        ]
-        variants = [np.mean(truth, axis=0), np.mean(painted, axis=0)]
-        out.append(variants + [v[:, ::-1] for v in variants])
-    return np.array(out)
+        truth = np.mean([_crop(object_mask(Scene(name, "red", "sky", size=s)) > 0.5) for s in (30.0, 36.0, 42.0)],
+                        axis=0)
+        variants = [truth, measured(name, "watercolor", "mask", (30.0, 36.0, 42.0))]
+        masks.append(variants + [v[:, ::-1] for v in variants])
+        variants = [measured(name, "creature", "silhouette", (s,)) for s in (18.0, 24.0, 30.0, 38.0, 46.0)]
+        outlined.append(variants + [v[:, ::-1] for v in variants])
+    return np.array(masks), np.array(outlined)
 
 
-def _classify_shape(mask: np.ndarray) -> str:
-    crop = _crop(mask)
-    t = _templates()
-    inter = np.minimum(t, crop).sum(axis=(2, 3))
-    union = np.maximum(t, crop).sum(axis=(2, 3))
-    return OBJECTS[int(np.argmax((inter / union).max(axis=1)))]
+def _classify_shape(mask: np.ndarray, silhouette: np.ndarray | None = None) -> str:
+    """The object whose templates best overlap (IoU of the crops) `mask` or, for an outlined object,
+    `silhouette` (`_templates`)."""
+    masks, outlined = _templates()
+    pairs = [(_crop(mask), masks)] + ([(_crop(silhouette), outlined)] if silhouette is not None else [])
+    scores = [(np.minimum(t, c).sum(axis=(2, 3)) / np.maximum(t, c).sum(axis=(2, 3))).max(axis=1) for c, t in pairs]
+    return OBJECTS[int(np.argmax(np.max(scores, axis=0)))]
 
 
 def _pattern(arr: np.ndarray, mask: np.ndarray, skip: np.ndarray, depth: int = 1) -> str:
@@ -345,7 +355,7 @@ def analyze(image) -> Reading:
     reading = _read(as_rgb_array(image))
     if not reading.objects:
         return reading
-    objects = tuple(replace(o, object=_classify_shape(o.mask)) for o in reading.objects)
+    objects = tuple(replace(o, object=_classify_shape(o.mask, o.silhouette)) for o in reading.objects)
     return replace(reading, objects=objects, object=objects[0].object)
 
 
@@ -424,7 +434,7 @@ def _read(arr: np.ndarray) -> Reading:
     for part in ([region, ~region] if horizon else [np.ones((SIZE, SIZE), dtype=bool)]):  # objects (and any halo)
         if (far & part).sum() >= 100:
             field[part] = _background_field(arr, far & part)[part]
-    objects = [o for o in (_read_object(arr, blob, field) for blob in blobs) if o is not None]
+    objects = [o for o in (_read_object(arr, blob, field, others=anything & ~blob) for blob in blobs) if o is not None]
     creature = any(o.creature_score > 0.5 for o in objects)
     watercolor = not creature and any(o.watercolor_score > WATERCOLOR for o in objects)
     margin = 9 if watercolor else 5  # beyond most halo
@@ -451,16 +461,27 @@ def _read(arr: np.ndarray) -> Reading:
     )
 
 
-def _read_object(arr: np.ndarray, blob: np.ndarray, field: np.ndarray) -> ObjectReading | None:
-    """Color, pattern, mask and style scores of the object whose blob is `blob` (None if it is too small)."""
-    # creature: the blob's edge runs along a dark outline
+def _read_object(arr: np.ndarray, blob: np.ndarray, field: np.ndarray, others: np.ndarray) -> ObjectReading | None:
+    """Color, pattern, mask and style scores of the object whose blob is `blob` (None if it is too small);
+    `others`: the other objects' blobs, whose outlines are not this object's."""
+    # creature: the object's edge runs along a dark outline. A generation may draw the outline around an inside
+    # too pale to pass the thresholds (a pink house washed out on snow), of which the blob is only a part: the
+    # object is then what the blob and the outline's pieces that touch it enclose (`outlined`, outline included)
     rim = _is_outline(arr, field)
-    edge = blob & ~ndimage.binary_erosion(blob)
+    labels, _ = ndimage.label(rim & ~ndimage.binary_dilation(others, iterations=3), structure=_EIGHT)
+    touching = np.unique(labels[ndimage.binary_dilation(blob, iterations=2) & rim])
+    pieces = np.isin(labels, touching[touching > 0])
+    drawn = blob | pieces
+    closed = ndimage.binary_closing(drawn, structure=_EIGHT, iterations=2)
+    # what they enclose, also once gaps of a few pixels are bridged (but not the notches the bridging fills)
+    outlined = ndimage.binary_fill_holes(drawn) | (ndimage.binary_fill_holes(closed) & ~closed)
+    outlined = _largest_component(outlined) if pieces.any() else blob
+    edge = outlined & ~ndimage.binary_erosion(outlined)
     creature_score = float((edge & ndimage.binary_dilation(rim)).sum() / max(edge.sum(), 1))
     creature = creature_score > 0.5
     # the object is what the outline encloses (all of it, or the part a generation drew: from a quarter of the
     # border on; below that, dark pixels at the edge are more likely a dark pattern than an outline)
-    mask = _drop_specks(ndimage.binary_fill_holes(blob & ~rim)) if creature_score >= 0.25 else blob
+    mask = _drop_specks(ndimage.binary_fill_holes(outlined & ~rim)) if creature_score >= 0.25 else blob
     if mask.sum() < 10:
         return None
     color = _color(arr, mask)
@@ -494,6 +515,7 @@ def _read_object(arr: np.ndarray, blob: np.ndarray, field: np.ndarray) -> Object
         box=box,
         watercolor_score=watercolor_score,
         creature_score=creature_score,
+        silhouette=outlined | mask if creature_score >= 0.25 else mask,
     )
 
 
