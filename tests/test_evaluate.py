@@ -115,7 +115,7 @@ def test_finetuned_probes_are_read_as_a_person_reads_them():
     """Pictures drawn halfway to the creature style by two finetuning runs (an outline around a washed-out
     inside, a star whose arms are drawn in outline color, an object split in two), each labelled by eye: is
     the object the prompt names still there? The evaluator agrees on 86 of the 104 (on 77 before it read an
-    outlined object by what its outline encloses); where it disagrees it reads the object as lost."""
+    outlined object by what its outline encloses); where it disagrees it mostly reads the object as lost."""
     data = Path(__file__).parent / "data"
     cells = json.loads((data / "finetuned_probes.json").read_text())["cells"]
     sheet = np.asarray(Image.open(data / "finetuned_probes.png").convert("RGB"))

@@ -471,11 +471,11 @@ def _read_object(arr: np.ndarray, blob: np.ndarray, field: np.ndarray, others: n
     labels, _ = ndimage.label(rim & ~ndimage.binary_dilation(others, iterations=3), structure=_EIGHT)
     touching = np.unique(labels[ndimage.binary_dilation(blob, iterations=2) & rim])
     pieces = np.isin(labels, touching[touching > 0])
-    drawn = blob | pieces
-    closed = ndimage.binary_closing(drawn, structure=_EIGHT, iterations=2)
-    # what they enclose, also once gaps of a few pixels are bridged (but not the notches the bridging fills)
-    outlined = ndimage.binary_fill_holes(drawn) | (ndimage.binary_fill_holes(closed) & ~closed)
-    outlined = _largest_component(outlined) if pieces.any() else blob
+    outlined = blob
+    if pieces.any():  # what they enclose, also once gaps of a few pixels are bridged (not the notches that fills)
+        drawn = blob | pieces
+        closed = ndimage.binary_closing(drawn, structure=_EIGHT, iterations=2)
+        outlined = _largest_component(ndimage.binary_fill_holes(drawn) | (ndimage.binary_fill_holes(closed) & ~closed))
     edge = outlined & ~ndimage.binary_erosion(outlined)
     creature_score = float((edge & ndimage.binary_dilation(rim)).sum() / max(edge.sum(), 1))
     creature = creature_score > 0.5
