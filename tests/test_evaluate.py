@@ -11,6 +11,8 @@ from PIL import Image, ImageFilter
 
 from sdlab.finetune.metrics import parse_toy_prompt
 from sdlab.toyworld import Scene, analyze, evaluate, iou, object_mask, object_masks, render, sample_scenes
+from sdlab.toyworld.render import OUTLINE
+from sdlab.toyworld.scene import COLORS
 
 # Seeds never used while the evaluator's thresholds were chosen.
 UNSEEN = 31337
@@ -109,6 +111,23 @@ def test_creature_outline_is_read_blurred_and_in_part(monkeypatch):
     scores = evaluate(half, scenes)
     assert scores["object"] >= 0.92 and scores["color"] >= 0.98 and scores["mask_iou"] >= 0.88, scores
     assert evaluate([Image.fromarray(b) for b in bare], scenes)["style"] <= 0.05  # no outline, no creature
+
+
+def test_outline_score_reads_an_outline_tinted_by_the_fill():
+    """A generation's outline blends with the object's fill (dark red around a red car): `outline_score` reads
+    it as outline, `creature_score` (and so the style read) does not; a pattern's shade, stripes and dots are
+    not an outline to either."""
+    scenes = sample_scenes(24, UNSEEN + 7, style="creature", world=1)
+    tinted = []
+    for s in scenes:
+        arr = np.asarray(render(s)).copy()
+        ring = np.abs(arr.astype(int) - np.array(OUTLINE)).max(axis=2) <= 2  # the render's outline pixels
+        arr[ring] = (0.3 * np.array(COLORS[s.color])).astype(np.uint8)
+        tinted.append(analyze(Image.fromarray(arr).filter(ImageFilter.GaussianBlur(0.8))))
+    assert np.mean([r.outline_score for r in tinted]) >= 0.6 > 0.4 >= np.mean([r.creature_score for r in tinted])
+    plain = [analyze(render(dataclasses.replace(s, style="plain", pattern=p)).filter(ImageFilter.GaussianBlur(0.8)))
+             for s in scenes for p in ("plain", "striped", "dotted")]
+    assert max(r.outline_score for r in plain) < 0.2
 
 
 def test_finetuned_probes_are_read_as_a_person_reads_them():

@@ -1,17 +1,18 @@
 """Measuring validation images: prompt fidelity and style.
 
-On the toy world both are exact: fidelity is the evaluator's accuracy on the prompt's object, color and
-background; style is the evaluator's `creature_score` (the share of the object's border drawn as a dark
-outline: ~0 for plain renders, ~1 for the creature style). On real data: CLIP score of image and prompt and
-CLIP similarity to the training images, when CLIP weights are available locally; otherwise skipped, with one
-message saying why.
+On the toy world both are exact: fidelity is whether the evaluator reads the prompt's object, color and
+background all three as asked (1 or 0 per picture: a house drawn as a blob is not two thirds faithful; each
+part is in the table too, to see which goes first); style is the evaluator's `outline_score` (the share of the
+object's border drawn as a dark outline, also where a generation tints it with the fill: ~0 for plain renders,
+~1 for the creature style; the toy probes are one plain color each, so a dark ring around them can only be
+that outline). On real data: CLIP score of image and prompt and CLIP similarity to the training images, when
+CLIP weights are available locally; otherwise skipped, with one message saying why.
 """
 
 from __future__ import annotations
 
 import re
 
-import numpy as np
 import torch
 
 from ..toyworld import COLORS, OBJECTS, PLACES
@@ -19,7 +20,7 @@ from ..toyworld import COLORS, OBJECTS, PLACES
 DEFAULT_CLIP = "openai/clip-vit-base-patch16"
 """CLIP weights used for real-data metrics when the config names none (must be in the local hub cache)."""
 ATTRIBUTES = ("object", "color", "background")
-"""The prompt attributes whose accuracy is the toy-world fidelity."""
+"""The prompt attributes that must all be read right for a toy-world picture to count as faithful."""
 
 
 def parse_toy_prompt(prompt: str) -> dict | None:
@@ -50,8 +51,8 @@ class ToyWorldMetrics:
         for image, prompt in zip(images, prompts):
             want, reading = parse_toy_prompt(prompt), self.analyze(image)
             row = {f"{a}_ok": float(getattr(reading, a) == want[a]) for a in ATTRIBUTES}
-            row["fidelity"] = float(np.mean([row[f"{a}_ok"] for a in ATTRIBUTES]))
-            row["style"] = float(reading.creature_score)
+            row["fidelity"] = float(all(row[f"{a}_ok"] for a in ATTRIBUTES))
+            row["style"] = float(reading.outline_score)
             rows.append(row)
         return rows
 

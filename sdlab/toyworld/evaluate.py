@@ -44,6 +44,14 @@ OUTLINE_PIXEL = (100.0, 30.0, 80.0)
 spread less than the second, and it is darker than the background around it by more than the third (on the
 mean of the channels): black in a render, and still so where a generation blurs it to gray (a 2-pixel black
 line blurred by a Gaussian of 1 pixel peaks near 80)."""
+TINTED_OUTLINE = 0.45
+"""A pixel near an object's edge counts toward `ObjectReading.outline_score` if it is darker (mean of the
+channels) than this share of the object's fill (the upper quartile of its pixels), and darker than the background by half
+`OUTLINE_PIXEL`'s margin: darker than any shade a render draws (patterns are `PATTERN_SHADE` = 0.6 of the
+color), as dark as a generation's black outline blended with the fill (dark red around a red car)."""
+ALONG_EDGE, MIN_OUTLINE = 0.75, 12
+"""A dark piece counts toward `outline_score` if this share of it lies within 3 pixels inside the object's edge and it
+has at least this many pixels: an outline runs along the edge, a pattern's stripes and dots do not."""
 OUTLINE_DARK = 40.0
 """Brightest channel below which a gray pixel may still belong to an object (a creature's outline)."""
 MIN_AREA = 30
@@ -78,6 +86,11 @@ class ObjectReading:
         watercolor_score: how far the ring just around the object is pulled toward the object's color
             (0 = not at all, 1 = fully), 3-4 pixels out; about 0 for plain renders, 0.07 to 0.3 for watercolor.
         creature_score: fraction of the object's border that is a dark outline, in [0, 1].
+        outline_score: the same fraction with outline pixels tinted by the object's color counted too
+            (`TINTED_OUTLINE`): how much a generation drew the creature style's outline, also where the outline
+            blends with the fill. It is the style that finetuning on creatures brings (`sdlab.finetune.metrics`);
+            the style read (`Reading.style`) keeps to `creature_score`, since a generation's dark stripes, where
+            they reach the edge, can look like such an outline.
         silhouette: bool array (64, 64), what `object` is read from: `mask`, with the outline for an object
             drawn in creature style (a generation may draw part of the shape, a star's arms, as outline).
     """
@@ -90,6 +103,7 @@ class ObjectReading:
     watercolor_score: float
     creature_score: float
     silhouette: np.ndarray | None = None
+    outline_score: float = 0.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,7 +121,8 @@ class Reading:
         style: "plain", "watercolor" or "creature", from the style scores of the objects.
         mask: bool array (64, 64), True on the objects' pixels (creature outline excluded).
         box: (x0, y0, x1, y1) of the largest object's mask, x1 and y1 exclusive; (0, 0, 0, 0) if nothing was found.
-        watercolor_score, creature_score: the largest object's (see `ObjectReading`); 0 if nothing was found.
+        watercolor_score, creature_score, outline_score: the largest object's (see `ObjectReading`); 0 if nothing
+            was found.
         bumpiness: texture strength of the ground outside the objects, scaled so that a plain road with
             `Scene.bumpiness` b reads about b; meaningful on roads (other backgrounds have textures of
             their own).
@@ -127,6 +142,7 @@ class Reading:
     bumpiness: float
     objects: tuple = ()
     horizon: float = 0.0
+    outline_score: float = 0.0
 
 
 def as_rgb_array(image) -> np.ndarray:
@@ -458,6 +474,7 @@ def _read(arr: np.ndarray) -> Reading:
         bumpiness=bumpiness,
         objects=tuple(objects),
         horizon=horizon,
+        outline_score=first.outline_score,
     )
 
 
@@ -479,6 +496,17 @@ def _read_object(arr: np.ndarray, blob: np.ndarray, field: np.ndarray, others: n
     edge = outlined & ~ndimage.binary_erosion(outlined)
     creature_score = float((edge & ndimage.binary_dilation(rim)).sum() / max(edge.sum(), 1))
     creature = creature_score > 0.5
+    level = arr.mean(axis=2)
+    fill = np.percentile(level[blob], 75)  # the fill's level, not its shade, eyes or outline (on a thin bird too)
+    dark = rim | ((level < TINTED_OUTLINE * fill) & (level < field.mean(axis=2) - OUTLINE_PIXEL[2] / 2))
+    # an outline runs along the edge, a pattern's dark stripes and dots across or inside: keep the dark pieces
+    # that lie mostly in the band of 3 pixels inside the edge (a blurred outline sits up to there)
+    band = outlined & ~ndimage.binary_erosion(outlined, iterations=4)
+    labels, n = ndimage.label(dark & ndimage.binary_dilation(outlined), structure=_EIGHT)
+    inside = ndimage.sum(band, labels, index=np.arange(1, n + 1))
+    size = ndimage.sum(labels > 0, labels, index=np.arange(1, n + 1))
+    along = np.isin(labels, 1 + np.flatnonzero((inside >= ALONG_EDGE * size) & (size >= MIN_OUTLINE)))
+    outline_score = float((edge & ndimage.binary_dilation(along, iterations=3)).sum() / max(edge.sum(), 1))
     # the object is what the outline encloses (all of it, or the part a generation drew: from a quarter of the
     # border on; below that, dark pixels at the edge are more likely a dark pattern than an outline)
     mask = _drop_specks(ndimage.binary_fill_holes(outlined & ~rim)) if creature_score >= 0.25 else blob
@@ -516,6 +544,7 @@ def _read_object(arr: np.ndarray, blob: np.ndarray, field: np.ndarray, others: n
         watercolor_score=watercolor_score,
         creature_score=creature_score,
         silhouette=outlined | mask if creature_score >= 0.25 else mask,
+        outline_score=outline_score,
     )
 
 
@@ -545,7 +574,7 @@ def evaluate(images, scenes) -> dict:
     background right) and "both" (both objects' color and kind right, over two-object scenes; NaN if none);
     "horizon" (a horizon read where there is one and none where there is none, within 4 px, over ground
     scenes; NaN if none); "bumpy" (bumpy vs smooth on road scenes, NaN if none); the means of
-    "watercolor_score", "creature_score" and "bumpiness".
+    "watercolor_score", "creature_score", "outline_score" and "bumpiness".
     """
     images, scenes = list(images), list(scenes)
     if len(images) != len(scenes):
@@ -585,6 +614,6 @@ def evaluate(images, scenes) -> dict:
         (r.bumpiness >= BUMPY_READING) == s.bumpy for r, s in zip(readings, scenes) if s.background == "road"
     )
     out["mask_iou"] = mean(iou(o.mask, m > 0.5) if o is not None else 0.0 for o, _, m in pairs)
-    for field in ("watercolor_score", "creature_score", "bumpiness"):
+    for field in ("watercolor_score", "creature_score", "outline_score", "bumpiness"):
         out[field] = mean(getattr(r, field) for r in readings)
     return out
