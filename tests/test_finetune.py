@@ -359,7 +359,8 @@ def test_toy_metrics_read_fidelity_and_style_from_renders():
     assert max(r["style"] for r in plain) < 0.3 < 0.7 < min(r["style"] for r in styled)
     wrong = m.measure([render(scenes[0])], ["a " + next(c for c in ("red", "blue") if c != scenes[0].color) + " "
                                             + scenes[0].object + " " + sdlab.toyworld.PLACES[scenes[0].background]])
-    assert wrong[0]["color_ok"] == 0.0
+    assert wrong[0]["color_ok"] == 0.0 and wrong[0]["object_ok"] == wrong[0]["background_ok"] == 1.0
+    assert wrong[0]["fidelity"] == 0.0  # a picture is faithful only if all three are right
 
 
 @needs_evaluator
