@@ -46,12 +46,12 @@ mean of the channels): black in a render, and still so where a generation blurs 
 line blurred by a Gaussian of 1 pixel peaks near 80)."""
 TINTED_OUTLINE = 0.45
 """A pixel near an object's edge counts toward `ObjectReading.outline_score` if it is darker (mean of the
-channels) than this share of the object's fill (the upper quartile of its pixels), and darker than the background by half
-`OUTLINE_PIXEL`'s margin: darker than any shade a render draws (patterns are `PATTERN_SHADE` = 0.6 of the
+channels) than this share of the object's fill (the upper quartile of its pixels), and darker than the background
+by half `OUTLINE_PIXEL`'s margin: darker than any shade a render draws (patterns are `PATTERN_SHADE` = 0.6 of the
 color), as dark as a generation's black outline blended with the fill (dark red around a red car)."""
 ALONG_EDGE, MIN_OUTLINE = 0.75, 12
-"""A dark piece counts toward `outline_score` if this share of it lies within 3 pixels inside the object's edge and it
-has at least this many pixels: an outline runs along the edge, a pattern's stripes and dots do not."""
+"""A dark piece counts toward `outline_score` if this share of it lies within 4 pixels inside the object's edge
+and it has at least this many pixels: an outline runs along the edge, a pattern's stripes and dots do not."""
 OUTLINE_DARK = 40.0
 """Brightest channel below which a gray pixel may still belong to an object (a creature's outline)."""
 MIN_AREA = 30
@@ -86,11 +86,11 @@ class ObjectReading:
         watercolor_score: how far the ring just around the object is pulled toward the object's color
             (0 = not at all, 1 = fully), 3-4 pixels out; about 0 for plain renders, 0.07 to 0.3 for watercolor.
         creature_score: fraction of the object's border that is a dark outline, in [0, 1].
-        outline_score: the same fraction with outline pixels tinted by the object's color counted too
-            (`TINTED_OUTLINE`): how much a generation drew the creature style's outline, also where the outline
-            blends with the fill. It is the style that finetuning on creatures brings (`sdlab.finetune.metrics`);
-            the style read (`Reading.style`) keeps to `creature_score`, since a generation's dark stripes, where
-            they reach the edge, can look like such an outline.
+        outline_score: the same fraction with dark pixels of the object's own hue counted too, in pieces that
+            run along the edge (`TINTED_OUTLINE`, `ALONG_EDGE`): how much a generation drew the creature style's
+            outline, also where the outline blends with the fill. It is the style that finetuning on creatures
+            brings (`sdlab.finetune.metrics`); the style read (`Reading.style`) keeps to `creature_score`, since
+            a generation's dark stripes can still look like such an outline now and then.
         silhouette: bool array (64, 64), what `object` is read from: `mask`, with the outline for an object
             drawn in creature style (a generation may draw part of the shape, a star's arms, as outline).
     """
@@ -500,7 +500,7 @@ def _read_object(arr: np.ndarray, blob: np.ndarray, field: np.ndarray, others: n
     fill = np.percentile(level[blob], 75)  # the fill's level, not its shade, eyes or outline (on a thin bird too)
     dark = rim | ((level < TINTED_OUTLINE * fill) & (level < field.mean(axis=2) - OUTLINE_PIXEL[2] / 2))
     # an outline runs along the edge, a pattern's dark stripes and dots across or inside: keep the dark pieces
-    # that lie mostly in the band of 3 pixels inside the edge (a blurred outline sits up to there)
+    # that lie mostly in the band of 4 pixels inside the edge (a blurred outline's core sits up to there)
     band = outlined & ~ndimage.binary_erosion(outlined, iterations=4)
     labels, n = ndimage.label(dark & ndimage.binary_dilation(outlined), structure=_EIGHT)
     inside = ndimage.sum(band, labels, index=np.arange(1, n + 1))
