@@ -315,7 +315,8 @@ def test_replace_on_inverted_renders_shows_the_target(toy_replaced):
 @toy
 def test_local_replace_on_inverted_renders_keeps_the_outside(toy_replaced):
     # The bar, met by Replace with LocalBlend([old, new], pixels=True): 0.291 on these 16 renders (outside
-    # change 3.46, against 11.89 without p2p; target seen 93.8% with Replace(), 87.5% with the blend); Replace() alone, 0.414.
+    # change 3.46, against 11.89 without p2p; target seen 93.8% with Replace(), 87.5% with the blend); Replace()
+    # alone, 0.414.
     assert toy_replaced["blend_ratio"] <= 1 / 3
 
 

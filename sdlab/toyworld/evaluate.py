@@ -509,7 +509,8 @@ def _read_object(arr: np.ndarray, blob: np.ndarray, field: np.ndarray, others: n
     outline_score = float((edge & ndimage.binary_dilation(along, iterations=3)).sum() / max(edge.sum(), 1))
     # the object is what the outline encloses (all of it, or the part a generation drew: from a quarter of the
     # border on; below that, dark pixels at the edge are more likely a dark pattern than an outline)
-    mask = _drop_specks(ndimage.binary_fill_holes(outlined & ~rim)) if creature_score >= 0.25 else blob
+    drawn_outline = creature_score >= 0.25
+    mask = _drop_specks(ndimage.binary_fill_holes(outlined & ~rim)) if drawn_outline else blob
     if mask.sum() < 10:
         return None
     color = _color(arr, mask)
@@ -543,7 +544,7 @@ def _read_object(arr: np.ndarray, blob: np.ndarray, field: np.ndarray, others: n
         box=box,
         watercolor_score=watercolor_score,
         creature_score=creature_score,
-        silhouette=outlined | mask if creature_score >= 0.25 else mask,
+        silhouette=outlined | mask if drawn_outline else mask,
         outline_score=outline_score,
     )
 
