@@ -16,7 +16,7 @@ def tiny_cfg(tmp_path, name="run", **kw):
                 lr_floor=0.1, ema_text_encoder=True, pad_dropout=0.5,
                 anneal_pad_dropout=0.5, object_isolation=0.5,
                 anneal_object_isolation=0.5, vae_refine_steps=3,
-                vae_refine_generated=4)  # the options on: resume must restore them too
+                vae_refine_generated=4, attribute_anneal_steps=3)  # the options on: resume must restore them too
     return ToyTrainConfig(**(base | kw))
 
 
@@ -24,6 +24,21 @@ def unet_weights(out):
     """The UNet's and the text encoder's weights (both are EMAs in the saved pipeline)."""
     return {**{f"unet.{k}": v for k, v in load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors")).items()},
             **{f"text.{k}": v for k, v in load_file(str(out / "text_encoder" / "model.safetensors")).items()}}
+
+
+def interrupted_at_step_2(monkeypatch, run, phase=None):
+    """`run()` stopped by a KeyboardInterrupt at step 2 of `phase` (of any phase if None); the checks restored."""
+    real_check = train_mod.check_finite
+
+    def stop_at_step_2(loss, at_phase, step, folder):
+        if step == 2 and phase in (None, at_phase):
+            raise KeyboardInterrupt
+        real_check(loss, at_phase, step, folder)
+
+    monkeypatch.setattr(train_mod, "check_finite", stop_at_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(train_mod, "check_finite", real_check)
 
 
 def test_trains_a_pipeline_that_diffusers_loads_alone(tmp_path):
@@ -45,17 +60,9 @@ def test_same_seed_same_weights_and_resume_is_bit_identical(tmp_path, monkeypatc
     assert not all(torch.equal(ref[k], other[k]) for k in ref)
 
     # interrupt the run in the middle of the UNet phase, resume it; then again in the anneal phase
-    real_check = train_mod.check_finite
-    for name, stop_phase in (("d", "unet"), ("e", "anneal"), ("f", "vae_refine")):
-        def stop_at_step_2(loss, phase, step, run, stop_phase=stop_phase):
-            if phase == stop_phase and step == 2:
-                raise KeyboardInterrupt
-            real_check(loss, phase, step, run)
-
-        monkeypatch.setattr(train_mod, "check_finite", stop_at_step_2)
-        with pytest.raises(KeyboardInterrupt):
-            train_toy(tiny_cfg(tmp_path, name), progress=False)
-        monkeypatch.setattr(train_mod, "check_finite", real_check)
+    for name, stop_phase in (("d", "unet"), ("e", "anneal"), ("f", "vae_refine"), ("g", "attribute_anneal")):
+        interrupted_at_step_2(monkeypatch, lambda name=name: train_toy(tiny_cfg(tmp_path, name), progress=False),
+                              stop_phase)
         out = train_toy(tiny_cfg(tmp_path, name), resume=True, progress=False)
         resumed = unet_weights(out)
         assert all(torch.equal(ref[k], resumed[k]) for k in ref), f"resumed in the {stop_phase} phase"
@@ -95,7 +102,7 @@ def test_export_checkpoint_matches_the_final_pipeline(tmp_path):
     cfg = tiny_cfg(tmp_path)
     final = train_toy(cfg, progress=False)
     exported = export_checkpoint(cfg.output)
-    assert exported.name == "pipeline-refined-step3"
+    assert exported.name == "pipeline-attributes_annealed-step3"
     a, b = unet_weights(final), unet_weights(exported)
     assert all(torch.equal(a[k], b[k]) for k in a)
     sa = StableDiffusionPipeline.from_pretrained(final).vae.config.scaling_factor
@@ -174,12 +181,12 @@ def test_resume_keeps_the_token_ids_the_run_started_with(tmp_path, monkeypatch):
 
 
 def test_padding_positions_start_after_each_rows_end_token():
-    from sdlab.toymodel.train import _padding_positions
+    from sdlab.toymodel.denoising import padding_positions
 
     tok = build_pipeline(TINY, seed=0).tokenizer
     ids = tok(["a red cat on grass", ""], padding="max_length", max_length=tok.model_max_length,
               return_tensors="pt").input_ids
-    pad = _padding_positions(ids, tok.eos_token_id)
+    pad = padding_positions(ids, tok.eos_token_id)
     n_words = len(tok("a red cat on grass").input_ids)  # BOS, the words' tokens, EOS
     assert pad[0].tolist() == [False] * n_words + [True] * (tok.model_max_length - n_words)
     assert pad[1].tolist() == [False, False] + [True] * (tok.model_max_length - 2)
@@ -219,6 +226,40 @@ def test_object_isolation_states_each_object_only_at_its_own_word():
         object_token_ids(tok, ["cat", "catdogfish"])
 
 
+def test_attribute_isolation_states_bumpy_only_at_its_own_word():
+    from sdlab.toymodel.isolation import isolate_attribute, object_token_ids
+
+    tok = build_pipeline(TINY, seed=0).tokenizer
+    captions = ["a red cat on a bumpy road", "a blue car on a road", "a star at night", ""]
+    ids = tok(captions, padding="max_length", max_length=tok.model_max_length, return_tensors="pt").input_ids
+    bumpy, road, filler = object_token_ids(tok, ["bumpy", "road", "a"]).tolist()
+    calls = []
+
+    def encode(variants):  # a fake encoder that remembers its input: state = (call, row of the call, token id)
+        calls.append(variants)
+        rows = torch.arange(len(variants))[:, None].expand_as(variants)
+        return torch.stack([torch.full_like(variants, len(calls)), rows, variants], dim=-1).float()
+
+    states = torch.stack([torch.zeros_like(ids), torch.arange(4)[:, None].expand_as(ids), ids], dim=-1).float()
+    out, word_rows, context_rows = isolate_attribute(encode, ids, states, bumpy, road, filler, 1.0,
+                                                     torch.Generator().manual_seed(0))
+    assert word_rows.tolist() == [True, False, False, False] and context_rows.tolist() == [False, True, False, False]
+    at = (ids[0] == bumpy).nonzero().item()
+    assert torch.equal(out[0, at], states[0, at])  # the word's own state: the true caption's
+    others = torch.arange(ids.shape[1]) != at
+    assert (out[0, others, 0] == 1).all() and (out[0, at + 1 :, 2] == ids[0, at + 1 :]).all()
+    assert out[0, at, 2] == bumpy and (calls[0][0][ids[0] == bumpy] == filler).all()  # read with a filler there
+    said, filled = calls[1]  # the smooth road with "bumpy" (and with the filler) inserted before "road"
+    p = (ids[1] == road).nonzero().item()
+    assert said[p] == bumpy and said[p + 1] == road and torch.equal(said[:p], ids[1, :p])
+    assert filled[p] == filler and torch.equal(filled[p + 1 :], said[p + 1 :])
+    assert out[1, p].tolist() == [2, 1, filler]  # the inserted word's own position says only the filler
+    assert (out[1, torch.arange(ids.shape[1]) != p, 1] == 0).all()  # the rest: the caption that says bumpy
+    assert torch.equal(out[2:], states[2:])  # neither the word nor the noun: the states stay
+    again, w0, c0 = isolate_attribute(encode, ids, states, bumpy, road, filler, 0.0, torch.Generator())
+    assert torch.equal(again, states) and not w0.any() and not c0.any()
+
+
 def test_learning_rate_warms_up_then_decays_to_the_floor():
     factor = train_mod._lr_lambda(warmup=10, total=110, floor=0.1)
     assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
@@ -238,7 +279,8 @@ def test_anneal_phase_ships_its_last_weights_and_resumes_a_finished_run(tmp_path
     continues into it with --resume."""
     import json
 
-    no_anneal = train_toy(tiny_cfg(tmp_path, "a", anneal_steps=0, vae_refine_steps=0), progress=False)
+    no_anneal = train_toy(tiny_cfg(tmp_path, "a", anneal_steps=0, vae_refine_steps=0, attribute_anneal_steps=0),
+                          progress=False)
     config = json.loads((tmp_path / "a" / "config.json").read_text())
     del config["anneal_steps"]
     (tmp_path / "a" / "config.json").write_text(json.dumps(config))
@@ -247,7 +289,8 @@ def test_anneal_phase_ships_its_last_weights_and_resumes_a_finished_run(tmp_path
     ema = unet_weights(no_anneal)
     assert all(torch.equal(ema[f"unet.{k}"], v) for k, v in state["ema"].items())
 
-    annealed = unet_weights(train_toy(tiny_cfg(tmp_path, "a", vae_refine_steps=0), resume=True, progress=False))
+    annealed = unet_weights(train_toy(tiny_cfg(tmp_path, "a", vae_refine_steps=0, attribute_anneal_steps=0),
+                                      resume=True, progress=False))
     state = torch.load(tmp_path / "a" / "checkpoint" / "state.pt", weights_only=False)
     assert state["phase"] == "annealed" and state["step"] == 3
     assert all(torch.equal(annealed[f"unet.{k}"], v) for k, v in state["unet"].items())  # not the EMA
@@ -293,7 +336,7 @@ def test_anneal_pad_dropout_acts_in_the_anneal_only(tmp_path):
     a, b = (unet_weights(runs[pd]) for pd in (0.0, 1.0))
     assert not all(torch.equal(a[k], b[k]) for k in a)
     logs = [(tmp_path / f"pd{pd}" / "log.csv").read_text().splitlines() for pd in (0.0, 1.0)]
-    before_anneal = [[r.rsplit(",", 1)[0] for r in log if not r.startswith("anneal,")] for log in logs]
+    before_anneal = [[r.rsplit(",", 1)[0] for r in log if r.startswith(("vae,", "unet,", "decoder,"))] for log in logs]
     assert before_anneal[0] == before_anneal[1]  # phases 1-3 saw the same losses
     assert json.loads((tmp_path / "pd1.0" / "config.json").read_text())["anneal_pad_dropout"] == 1.0
 
@@ -370,17 +413,8 @@ def test_refine_vae_of_a_saved_pipeline_keeps_the_rest_and_resumes_exactly(tmp_p
     log = (tmp_path / "refined" / "log.csv").read_text()
     assert log.startswith("phase,step,loss,lr,seconds\nunet,0,1.0,") and "\nvae_refine,0," in log
 
-    real_check = train_mod.check_finite
-
-    def stop_at_step_2(loss, phase, step, run):
-        if step == 2:
-            raise KeyboardInterrupt
-        real_check(loss, phase, step, run)
-
-    monkeypatch.setattr(train_mod, "check_finite", stop_at_step_2)
-    with pytest.raises(KeyboardInterrupt):
-        train_mod.refine_pipeline_vae(source, tiny_cfg(tmp_path, "stopped", vae_refine_steps=4), progress=False)
-    monkeypatch.setattr(train_mod, "check_finite", real_check)
+    interrupted_at_step_2(monkeypatch, lambda: train_mod.refine_pipeline_vae(
+        source, tiny_cfg(tmp_path, "stopped", vae_refine_steps=4), progress=False))
     other = train_toy(tiny_cfg(tmp_path, "other", vae_refine_steps=0, seed=1), progress=False)
     with pytest.raises(TrainingError, match="give the same --refine-vae-of"):
         train_mod.refine_pipeline_vae(other, tiny_cfg(tmp_path, "stopped", vae_refine_steps=4), resume=True)
@@ -397,3 +431,38 @@ def test_refine_vae_of_a_saved_pipeline_keeps_the_rest_and_resumes_exactly(tmp_p
     with pytest.raises(SystemExit):
         main(["--output", str(tmp_path / "bad2"), "--arch", "tiny", "--refine-vae-of", str(tmp_path / "nothing")])
     assert "not a pipeline folder" in capsys.readouterr().err
+
+
+def test_anneal_attributes_of_a_saved_pipeline_keeps_the_rest_and_resumes_exactly(tmp_path, monkeypatch, capsys):
+    from sdlab.toyworld import sample_scenes
+
+    scenes = sample_scenes(32, 0, watercolor=0.15, world=2)  # tiny_cfg's dataset: both sides of the isolation occur
+    assert any(s.bumpy for s in scenes) and any(s.background == "road" and not s.bumpy for s in scenes)
+    source = train_toy(tiny_cfg(tmp_path, "src", vae_refine_steps=0, attribute_anneal_steps=0), progress=False)
+    (source / "training_log.csv").write_text("phase,step,loss,lr,seconds\nunet,0,1.0,1e-4,0.0\n")
+    out = train_mod.anneal_pipeline_attributes(source, tiny_cfg(tmp_path, "attr", attribute_isolation=1.0),
+                                               progress=False)
+    a, b = unet_weights(source), unet_weights(out)
+    assert not any(torch.equal(a[k], b[k]) for k in a if k.startswith("unet.conv_in"))
+    vae_src, vae_out = (load_file(str(p / "vae" / "diffusion_pytorch_model.safetensors")) for p in (source, out))
+    assert all(torch.equal(v, vae_out[k]) for k, v in vae_src.items())
+    log = (tmp_path / "attr" / "log.csv").read_text()
+    assert log.startswith("phase,step,loss,lr,seconds\nunet,0,1.0,") and "\nattribute_anneal,0," in log
+    plain = unet_weights(train_mod.anneal_pipeline_attributes(
+        source, tiny_cfg(tmp_path, "plain", attribute_isolation=0.0), progress=False))
+    assert not all(torch.equal(plain[k], b[k]) for k in b)  # the isolation changes what is learned
+
+    interrupted_at_step_2(monkeypatch, lambda: train_mod.anneal_pipeline_attributes(
+        source, tiny_cfg(tmp_path, "stopped", attribute_isolation=1.0), progress=False))
+    with pytest.raises(TrainingError, match="give the same --anneal-attributes-of"):
+        train_mod.anneal_pipeline_attributes(out, tiny_cfg(tmp_path, "stopped", attribute_isolation=1.0), resume=True)
+    resumed = unet_weights(train_mod.anneal_pipeline_attributes(
+        source, tiny_cfg(tmp_path, "stopped", attribute_isolation=1.0), resume=True, progress=False))
+    assert all(torch.equal(b[k], resumed[k]) for k in b)
+
+    with pytest.raises(TrainingError, match="nothing to do.*--attribute-anneal-steps 600"):
+        train_mod.anneal_pipeline_attributes(source, tiny_cfg(tmp_path, "bad", attribute_anneal_steps=0))
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(SystemExit):
+        main(["--output", str(tmp_path / "bad2"), "--arch", "tiny", "--anneal-attributes-of", str(tmp_path / "no")])
+    assert "--anneal-attributes-of: " in capsys.readouterr().err and not (tmp_path / "bad2").exists()

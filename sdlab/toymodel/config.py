@@ -90,6 +90,21 @@ class ToyTrainConfig:
     picture), so only the creatures teach it anything new. Measured on the shipped model (README model card, 512
     latents, 600 steps at 3e-4): creature round trips 73% -> 96% style, the held-out quality bars kept."""
     vae_refine_hold: float = 0.3
+    attribute_anneal_steps: int = 0
+    """Phase 6 (0 = none, as in the shipped recipe): a second, short anneal of the UNet and the text encoder from
+    their phase-4 weights (a fresh AdamW at `attribute_anneal_lr`, a 5% warmup, linear decay to 0; the anneal's
+    padding dropout and object isolation) with the attribute "bumpy" isolated (`attribute_isolation`).
+    `--anneal-attributes-of` runs it alone on a saved pipeline. Measured so on the shipped model (README model card,
+    600 steps): "bumpy" x0 reweighting reads 1.13 -> 0.41 bumpiness (its smooth roads 0.28), but held-out
+    one-object scenes lose objects (91.2% -> 87.5%, below issue 11's 90%), so it does not ship."""
+    attribute_anneal_lr: float = 2.5e-4
+    attribute_isolation: float = 0.5
+    """Share of the captions with "bumpy" whose other positions are stated with a filler in its place, and of the
+    smooth-road captions whose context says "bumpy" (inserted before "road") while the word's own position does
+    not and the picture stays smooth (`isolate_attribute`), in phase 6. The causal text encoder copies "bumpy" into
+    "road", the end token and the padding, and the UNet reads the bumps there (measured on the phase-4 model: the
+    word's own state alone 0.40 bumpiness, the context alone 1.47, smooth 0.32), so prompt-to-prompt reweighting
+    cannot scale them with the word's attention. The pipeline at inference is unchanged."""
     checkpoint_minutes: float = 3.0
     """Write a checkpoint at least this often (and at the end of each phase)."""
 

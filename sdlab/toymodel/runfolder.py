@@ -63,8 +63,10 @@ class RunFolder:
         return torch.load(self.ckpt / "state.pt", map_location="cpu", weights_only=False)
 
 
-PHASES = ("vae", "unet", "done", "decoder", "finished", "anneal", "annealed", "vae_refine", "refined")
-"""A checkpoint's `phase`, in order: "done", "finished", "annealed" and "refined" mark phases 2 to 5 complete."""
+PHASES = ("vae", "unet", "done", "decoder", "finished", "anneal", "annealed", "vae_refine", "refined", "attribute_anneal",
+          "attributes_annealed")
+"""A checkpoint's `phase`, in order: "done", "finished", "annealed", "refined" and "attributes_annealed" mark
+phases 2 to 6 complete."""
 
 
 def reached_phase(state: dict, phase: str) -> bool:

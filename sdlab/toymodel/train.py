@@ -1,6 +1,6 @@
 """`sdlab train-toy`: train the toy Stable Diffusion on the toy world, from scratch.
 
-Five phases (the shipped recipe runs all five) on one fixed, seeded dataset of rendered scenes:
+Six phases (the shipped recipe runs the first five) on one fixed, seeded dataset of rendered scenes:
 1. the VAE (L1 + image-gradient L1 + a small KL), then its `scaling_factor` from the latents' std;
 2. the UNet and the text encoder jointly on cached latents (epsilon loss with min-SNR weighting,
    10% empty captions for classifier-free guidance, AdamW with warmup (optionally a cosine decay), an EMA;
@@ -13,11 +13,15 @@ Five phases (the shipped recipe runs all five) on one fixed, seeded dataset of r
    where the UNet learned them: what the decoder alone cannot learn to keep (the creature style's thin outline);
    optionally the decoder held to its old outputs on the world's latents and on latents the pipeline generates
    itself (`vae_refine_generated`), so plain generations keep their pictures. `--refine-vae-of` runs this phase
-   alone on a saved pipeline.
+   alone on a saved pipeline;
+6. a second, short anneal of the UNet and the text encoder (`attribute_anneal_steps`; 0, the default, skips it) with the
+   attribute "bumpy" stated only at its own word (`isolate_attribute`), so reweighting the word scales the bumps.
+   `--anneal-attributes-of` runs this phase alone on a saved pipeline.
 
 Checkpoints are written every few minutes (atomically); `--resume` continues a stopped run and reaches the
 same weights as an uninterrupted one. The result is a diffusers pipeline folder (safetensors).
-The run folder is `runfolder.py`, the dataset `dataset.py`, exporting and shipping `export.py`.
+The run folder is `runfolder.py`, the dataset `dataset.py`, the denoising loss `denoising.py`, exporting and
+shipping `export.py`.
 """
 
 from __future__ import annotations
@@ -32,17 +36,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler
 from tqdm.auto import tqdm
 from transformers import CLIPTokenizer
 
 from ..models import pick_device
-from ..toyworld import OBJECTS
-from .architecture import SCHEDULER_CONFIG, TINY, TOY, build_pipeline
+from .architecture import TINY, TOY, build_pipeline
 from .config import ToyTrainConfig, TrainingError, field_docs
 from .dataset import encode_latents, render_dataset
 from .export import export_checkpoint, save_pipeline, ship_pipeline, shipped_weights
-from .isolation import isolate_objects, object_token_ids
+from .denoising import DenoisingLoss
 from .runfolder import RunFolder, check_finite, reached_phase, rng_state, set_rng_state
 
 __all__ = ["ToyTrainConfig", "TrainingError", "export_checkpoint", "main", "ship_pipeline", "train_toy"]
@@ -97,6 +99,43 @@ def _optimizer_step(loss, opt, sched, params):
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step()
     sched.step()
+
+
+def _anneal(run, cfg, state, unet, text_encoder, loss_fn, phase, done_phase, steps, lr, t0, progress, models_state):
+    """Phases 4 and 6: train the UNet and the text encoder from the weights they hold (the checkpoint's once `phase`
+    has begun) for `steps` steps of `loss_fn()`, with a fresh AdamW at `lr` that warms up briefly and decays
+    linearly to 0. The checkpoints are `phase`, then `done_phase`."""
+    if not steps:
+        return
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _anneal_lambda(steps))
+    start = steps if reached_phase(state, done_phase) else state["step"] if state["phase"] == phase else 0
+    if reached_phase(state, phase):
+        unet.load_state_dict(state["unet"])
+        text_encoder.load_state_dict(state["text_encoder"])
+    if state["phase"] == phase:
+        opt.load_state_dict(state[f"{phase}_opt"])
+        sched.load_state_dict(state[f"{phase}_sched"])
+    unet.train()
+    text_encoder.train()
+    bar = tqdm(range(start, steps), desc=phase.replace("_", " "), disable=not progress, initial=start, total=steps)
+    for step in bar:
+        loss = loss_fn()
+        check_finite(loss, phase, step, run)
+        _optimizer_step(loss, opt, sched, params)
+        _after_step(run, cfg, bar, phase, step, steps, loss, sched, t0, lambda done, step=step: {
+            "phase": done_phase if done else phase, "step": step + 1, **models_state(),
+            f"{phase}_opt": opt.state_dict(), f"{phase}_sched": sched.state_dict()})
+
+
+def _attribute_anneal(run, cfg, state, unet, text_encoder, unet_loss, t0, progress, models_state):
+    """Phase 6: `_anneal` at `attribute_anneal_lr` with the anneal's padding dropout and object isolation, and
+    the attribute isolated (`attribute_isolation`)."""
+    _anneal(run, cfg, state, unet, text_encoder, functools.partial(
+        unet_loss, unet, text_encoder, cfg.anneal_pad_dropout, cfg.anneal_object_isolation, cfg.attribute_isolation),
+        "attribute_anneal", "attributes_annealed", cfg.attribute_anneal_steps, cfg.attribute_anneal_lr, t0, progress,
+        models_state)
 
 
 def _check(cfg: ToyTrainConfig):
@@ -165,11 +204,7 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
     vae.register_to_config(scaling_factor=scaling)
 
     # ---- phase 2: UNet + text encoder ------------------------------------------------------------------
-    with torch.no_grad():
-        ids = tokenizer(captions + [""], padding="max_length", max_length=tokenizer.model_max_length,
-                        truncation=True, return_tensors="pt").input_ids
-    caption_ids, empty_ids = ids[:-1], ids[-1:]
-    pad_positions = _padding_positions(caption_ids, tokenizer.eos_token_id)
+    unet_loss = DenoisingLoss(cfg, tokenizer, captions, lat_mean, lat_std, scaling, device, gen)
     unet.to(device).train()
     text_encoder.to(device).train()
     ema, ema_text = (copy.deepcopy(m).requires_grad_(False) for m in (unet, text_encoder))
@@ -177,8 +212,6 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
     ema_pairs = list(zip(list(ema.parameters()) + list(ema_text.parameters()), params))
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup, cfg.unet_steps, cfg.lr_floor))
-    noise_sched = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k not in ("set_alpha_to_one", "steps_offset")})
-    alphas = noise_sched.alphas_cumprod.to(device)
     start = 0
     if state["phase"] == "unet" and state["step"] > 0:
         unet.load_state_dict(state["unet"])
@@ -200,31 +233,9 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
                 "text_encoder": text_encoder.state_dict(), "ema": ema.state_dict(),
                 "ema_text_encoder": ema_text.state_dict(), "rng": rng_state(gen, np_rng)}
 
-    object_ids = object_token_ids(tokenizer, OBJECTS)
-
-    def unet_loss(pad_dropout, isolation):
-        """One batch of the denoising loss (min-SNR weighted), with caption and padding dropout and object isolation."""
-        idx = torch.randint(len(lat_mean), (cfg.batch_size,), generator=gen)
-        z0 = (lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=gen)).to(device) * scaling
-        noise = torch.randn(z0.shape, generator=gen).to(device)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (cfg.batch_size,), generator=gen).to(device)
-        drop = torch.rand(cfg.batch_size, generator=gen) < cfg.cfg_dropout
-        tok = torch.where(drop[:, None], empty_ids, caption_ids[idx])
-        states = text_encoder(torch.cat([tok, empty_ids]).to(device))[0]
-        if isolation:
-            states = torch.cat([isolate_objects(lambda i: text_encoder(i)[0], tok, states[:-1], object_ids, isolation,
-                                                gen), states[-1:]])
-        blank = (torch.rand(cfg.batch_size, generator=gen) < pad_dropout)[:, None] & pad_positions[idx]
-        states = torch.where(blank[..., None].to(device), states[-1:], states[:-1])
-        zt = noise_sched.add_noise(z0, noise, t)
-        pred = unet(zt, t, encoder_hidden_states=states).sample
-        snr = alphas[t] / (1 - alphas[t])
-        weight = torch.clamp(snr, max=cfg.min_snr_gamma) / snr
-        return (weight * F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
-
     bar = tqdm(range(start, cfg.unet_steps), desc="unet", disable=not progress, initial=start, total=cfg.unet_steps)
     for step in bar:
-        loss = unet_loss(cfg.pad_dropout, cfg.object_isolation)
+        loss = unet_loss(unet, text_encoder, cfg.pad_dropout, cfg.object_isolation)
         check_finite(loss, "unet", step, run)
         _optimizer_step(loss, opt, sched, params)
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
@@ -263,33 +274,19 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
     vae.eval().requires_grad_(False)
 
     # ---- phase 4: anneal the UNet and the text encoder (learning rate to 0), from phase 2's last weights -----
-    if cfg.anneal_steps:
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _anneal_lambda(cfg.anneal_steps))
-        start = cfg.anneal_steps if reached("annealed") else state["step"] if state["phase"] == "anneal" else 0
-        if reached("anneal"):
-            unet.load_state_dict(state["unet"])
-            text_encoder.load_state_dict(state["text_encoder"])
-        if state["phase"] == "anneal":
-            opt.load_state_dict(state["anneal_opt"])
-            sched.load_state_dict(state["anneal_sched"])
-        unet.train()
-        text_encoder.train()
-        bar = tqdm(range(start, cfg.anneal_steps), desc="anneal", disable=not progress, initial=start,
-                   total=cfg.anneal_steps)
-        for step in bar:
-            loss = unet_loss(cfg.anneal_pad_dropout, cfg.anneal_object_isolation)
-            check_finite(loss, "anneal", step, run)
-            _optimizer_step(loss, opt, sched, params)
-            _after_step(run, cfg, bar, "anneal", step, cfg.anneal_steps, loss, sched, t0, lambda done, step=step: {
-                "phase": "annealed" if done else "anneal", "step": step + 1, **models_state(),
-                "anneal_opt": opt.state_dict(), "anneal_sched": sched.state_dict()})
+    _anneal(run, cfg, state, unet, text_encoder, functools.partial(
+        unet_loss, unet, text_encoder, cfg.anneal_pad_dropout, cfg.anneal_object_isolation), "anneal", "annealed",
+        cfg.anneal_steps, cfg.lr, t0, progress, models_state)
 
     # ---- phase 5: the whole VAE, the latents of the world's scenes held where the UNet learned them --------------
     modules = {"unet": unet, "text_encoder": text_encoder, "ema": ema, "ema_text_encoder": ema_text}
-    unet_key, text_key = shipped_weights(cfg, annealed=bool(cfg.anneal_steps))
-    _refine_vae(vae, images, creatures, lat_mean, cfg, run, state, gen, t0, progress, models_state,
-                _sampler(pipe, modules[unet_key], modules[text_key], captions, cfg))
+    unet_key, text_key = shipped_weights(cfg, annealed=bool(cfg.anneal_steps or cfg.attribute_anneal_steps))
+    anchor = _refine_vae(vae, images, creatures, lat_mean, cfg, run, state, gen, t0, progress, models_state,
+                         _sampler(pipe, modules[unet_key], modules[text_key], captions, cfg))
+
+    # ---- phase 6: a second anneal, with the attribute word stated only at its own position --------------------
+    _attribute_anneal(run, cfg, state, unet, text_encoder, unet_loss, t0, progress,
+                      lambda: {**models_state(), **({"vae_anchor": anchor} if anchor else {})})
     pipe.text_encoder = modules[text_key].to("cpu").eval()
     pipe.register_modules(text_encoder=pipe.text_encoder)
     return save_pipeline(pipe, modules[unet_key], run.dir / "pipeline")
@@ -324,9 +321,13 @@ def _refine_vae(vae, images, creatures, lat_mean, cfg, run, state, gen, t0, prog
 
     With `vae_refine_generated` the decoder is held too: on the world's scenes its target is the old decoder's
     output for the same latent, and on the pipeline's own latents (`sample`, drawn once and kept in the
-    checkpoints) it is held to the old decoder's outputs with weight `vae_refine_hold`."""
+    checkpoints) it is held to the old decoder's outputs with weight `vae_refine_hold`.
+
+    Returns the VAE's state from before the phase (None without the phase): later checkpoints keep it."""
     if not cfg.vae_refine_steps:
-        return
+        return None
+    if reached_phase(state, "refined"):  # the refined VAE is loaded already
+        return state.get("vae_anchor")
     anchor_state = state.get("vae_anchor") or {k: v.detach().clone() for k, v in vae.state_dict().items()}
     reference, generated = None, None
     if cfg.vae_refine_generated:
@@ -338,7 +339,7 @@ def _refine_vae(vae, images, creatures, lat_mean, cfg, run, state, gen, t0, prog
             generated = sample(cfg.vae_refine_generated)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_refine_lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(0, cfg.vae_refine_steps, cfg.lr_floor))
-    start = cfg.vae_refine_steps if reached_phase(state, "refined") else 0
+    start = 0
     if state["phase"] == "vae_refine":
         vae.load_state_dict(state["vae"])
         opt.load_state_dict(state["refine_opt"])
@@ -374,6 +375,36 @@ def _refine_vae(vae, images, creatures, lat_mean, cfg, run, state, gen, t0, prog
             "vae_anchor": anchor_state, "refine_opt": opt.state_dict(), "refine_sched": sched.state_dict(),
             **({"vae_refine_latents": generated} if generated is not None else {})})
     vae.eval().requires_grad_(False)
+    return anchor_state
+
+
+def _from_saved(source, cfg: ToyTrainConfig, resume, overwrite, flag, steps, steps_flag, example, before):
+    """What a phase run alone on a saved pipeline (`flag` PIPELINE) starts from: its run folder, its state (the
+    checkpoint's, or a fresh one at phase `before`), the pipeline, the device, the dataset and the RNGs. Refuses a
+    missing pipeline, `steps` 0 and a resume of another source before anything is written."""
+    from ..models import load_pipeline
+
+    source = Path(source)
+    if not (source / "model_index.json").is_file():
+        raise TrainingError(f"{flag}: {source} is not a pipeline folder (no model_index.json); "
+                            "give the folder of a saved pipeline, e.g. a run's pipeline/ or the shipped model")
+    if steps <= 0:
+        raise TrainingError(f"{flag}: {steps_flag} is {steps}, so there is nothing to do; give the number of steps, "
+                            f"e.g. {steps_flag} {example}")
+    _check(cfg)
+    run = RunFolder(cfg, resume, overwrite)
+    state = run.load() if resume else {"phase": before, "step": 0}  # the phases before: the source's
+    if resume and state.get("source") != str(source.resolve()):
+        raise TrainingError(f"--resume: the run in {run.dir} continues {state.get('source')}, not {source}; "
+                            f"give the same {flag}")
+    if not resume and (source / "training_log.csv").is_file():
+        run.log_path.write_text((source / "training_log.csv").read_text())
+    gen = torch.Generator().manual_seed(cfg.seed)
+    np_rng = np.random.default_rng(cfg.seed)
+    if resume:
+        set_rng_state(gen, np_rng, state["rng"])
+    return run, state, load_pipeline(source, device="cpu", dtype=torch.float32), pick_device(cfg.device), \
+        render_dataset(cfg), gen, np_rng
 
 
 def refine_pipeline_vae(source, cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = False,
@@ -382,46 +413,38 @@ def refine_pipeline_vae(source, cfg: ToyTrainConfig, *, resume: bool = False, ov
     `cfg`'s dataset with the latents of the world's scenes held where its UNet learned them; UNet, text
     encoder, tokenizer and scheduler unchanged. The run folder's log starts with `source`'s
     `training_log.csv` (a shipped model's history) if it has one. Returns the saved pipeline's folder."""
-    from ..models import load_pipeline
-
-    source = Path(source)
-    if not (source / "model_index.json").is_file():
-        raise TrainingError(f"--refine-vae-of: {source} is not a pipeline folder (no model_index.json); "
-                            "give the folder of a saved pipeline, e.g. a run's pipeline/ or the shipped model")
-    if cfg.vae_refine_steps <= 0:
-        raise TrainingError(f"--refine-vae-of: --vae-refine-steps is {cfg.vae_refine_steps}, so there is nothing to "
-                            "do; give the number of refinement steps, e.g. --vae-refine-steps 400")
-    _check(cfg)
-    run = RunFolder(cfg, resume, overwrite)
-    state = run.load() if resume else {"phase": "annealed", "step": 0}  # phases 1-4: the source's
-    if resume and state.get("source") != str(source.resolve()):
-        raise TrainingError(f"--resume: the run in {run.dir} refines {state.get('source')}, not {source}; "
-                            "give the same --refine-vae-of")
-    if not resume and (source / "training_log.csv").is_file():
-        run.log_path.write_text((source / "training_log.csv").read_text())
-    device = pick_device(cfg.device)
-    pipe = load_pipeline(source, device="cpu", dtype=torch.float32)
+    run, state, pipe, device, (images, captions, creatures), gen, np_rng = _from_saved(
+        source, cfg, resume, overwrite, "--refine-vae-of", cfg.vae_refine_steps, "--vae-refine-steps", 400, "annealed")
     vae = pipe.vae.to(device)
     if "vae_anchor" in state:
         vae.load_state_dict(state["vae_anchor"])
-    images, captions, creatures = render_dataset(cfg)
     lat_mean, _, _ = encode_latents(vae.eval(), images, device)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    np_rng = np.random.default_rng(cfg.seed)
-    if resume:
-        set_rng_state(gen, np_rng, state["rng"])
     _refine_vae(vae, images, creatures, lat_mean, cfg, run, state, gen, time.time(), progress,
-                lambda: {"vae": vae.state_dict(), "rng": rng_state(gen, np_rng), "source": str(source.resolve())},
+                lambda: {"vae": vae.state_dict(), "rng": rng_state(gen, np_rng), "source": str(Path(source).resolve())},
                 _sampler(pipe, pipe.unet.to(device), pipe.text_encoder.to(device), captions, cfg))
     pipe.vae = vae.to("cpu")
     pipe.register_modules(vae=pipe.vae)
     return save_pipeline(pipe, pipe.unet, run.dir / "pipeline")
 
 
-def _padding_positions(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
-    """True at the positions after each row's first end token (the padding)."""
-    first_eos = (ids == eos_id).int().argmax(dim=1, keepdim=True)
-    return torch.arange(ids.shape[1])[None] > first_eos
+def anneal_pipeline_attributes(source, cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = False,
+                               progress: bool = True):
+    """Phase 6 alone on the pipeline saved in `source` (`sdlab train-toy --anneal-attributes-of`): its UNet and
+    text encoder annealed with the attribute isolated, on the latents its own VAE encodes of `cfg`'s dataset;
+    VAE, tokenizer and scheduler unchanged. The log starts with `source`'s `training_log.csv` if it has one.
+    Returns the saved pipeline's folder."""
+    run, state, pipe, device, (images, captions, _), gen, np_rng = _from_saved(
+        source, cfg, resume, overwrite, "--anneal-attributes-of", cfg.attribute_anneal_steps,
+        "--attribute-anneal-steps", 600, "refined")
+    lat_mean, lat_std, _ = encode_latents(pipe.vae.to(device).eval(), images, device)
+    unet, text_encoder = pipe.unet.to(device), pipe.text_encoder.to(device)
+    loss = DenoisingLoss(cfg, pipe.tokenizer, captions, lat_mean, lat_std, pipe.vae.config.scaling_factor, device, gen)
+    _attribute_anneal(run, cfg, state, unet, text_encoder, loss, time.time(), progress, lambda: {
+        "unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "rng": rng_state(gen, np_rng),
+        "source": str(Path(source).resolve())})
+    pipe.text_encoder = text_encoder.to("cpu").eval()
+    pipe.register_modules(text_encoder=pipe.text_encoder)
+    return save_pipeline(pipe, unet.to("cpu"), run.dir / "pipeline")
 
 
 def main(argv=None) -> int:
@@ -440,17 +463,23 @@ def main(argv=None) -> int:
     parser.add_argument("--ship", action="store_true", help="copy the final pipeline to the package's toy model folder")
     parser.add_argument("--refine-vae-of", metavar="PIPELINE", default=None,
                         help="only refine the VAE of the pipeline saved in PIPELINE (phase 5) into --output")
+    parser.add_argument("--anneal-attributes-of", metavar="PIPELINE", default=None,
+                        help="only anneal the UNet and text encoder of the pipeline saved in PIPELINE with the "
+                             "attribute isolated (phase 6) into --output")
     parser.add_argument("--export-checkpoint", action="store_true",
                         help="only turn the latest checkpoint in --output into a pipeline folder (no training)")
     args = vars(parser.parse_args(argv))
     resume, overwrite, ship = args.pop("resume"), args.pop("overwrite"), args.pop("ship")
     export, refine_of = args.pop("export_checkpoint"), args.pop("refine_vae_of")
+    attributes_of = args.pop("anneal_attributes_of")
     cfg = ToyTrainConfig(**args)
     try:
         if export:
             out = export_checkpoint(cfg.output)
         elif refine_of:
             out = refine_pipeline_vae(refine_of, cfg, resume=resume, overwrite=overwrite)
+        elif attributes_of:
+            out = anneal_pipeline_attributes(attributes_of, cfg, resume=resume, overwrite=overwrite)
         else:
             out = train_toy(cfg, resume=resume, overwrite=overwrite)
     except TrainingError as e:
