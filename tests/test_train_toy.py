@@ -339,6 +339,12 @@ def test_anneal_pad_dropout_acts_in_the_anneal_only(tmp_path):
     before_anneal = [[r.rsplit(",", 1)[0] for r in log if r.startswith(("vae,", "unet,", "decoder,"))] for log in logs]
     assert before_anneal[0] == before_anneal[1]  # phases 1-3 saw the same losses
     assert json.loads((tmp_path / "pd1.0" / "config.json").read_text())["anneal_pad_dropout"] == 1.0
+    attr = train_toy(tiny_cfg(tmp_path, "attr", pad_dropout=0.0, anneal_pad_dropout=0.0, anneal_attribute_isolation=1.0),
+                     progress=False)
+    c = unet_weights(attr)
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # the attribute isolation acts in the anneal, not before
+    log = (tmp_path / "attr" / "log.csv").read_text().splitlines()
+    assert [r.rsplit(",", 1)[0] for r in log if r.startswith(("vae,", "unet,", "decoder,"))] == before_anneal[0]
 
 
 def _encoder_means(pipe_dir, images):

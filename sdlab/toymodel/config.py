@@ -59,6 +59,10 @@ class ToyTrainConfig:
     """`object_isolation` during the anneal (phase 4) only (the shipped recipe). Measured on the world-2 model
     (README model card), against the same anneal without it: held-out object 87.5% -> 91.2%, prompt-to-prompt
     Replace keeps more outside the object (outside ratio 0.675 -> 0.453)."""
+    anneal_attribute_isolation: float = 0.0
+    """`attribute_isolation` during the anneal (phase 4): the attribute "bumpy" stated only at its own word
+    (`isolate_attribute`) in the first anneal, from phase 2's weights; 0 in the shipped recipe. Phase 6 does the
+    same as a second anneal, which costs objects (README model card)."""
     seed: int = 0
     device: str | None = None
     """None: cuda if present, else cpu."""
@@ -96,7 +100,9 @@ class ToyTrainConfig:
     padding dropout and object isolation) with the attribute "bumpy" isolated (`attribute_isolation`).
     `--anneal-attributes-of` runs it alone on a saved pipeline. Measured so on the shipped model (README model card,
     600 steps): "bumpy" x0 reweighting reads 1.13 -> 0.41 bumpiness (its smooth roads 0.28), but held-out
-    one-object scenes lose objects (91.2% -> 87.5%, below issue 11's 90%), so it does not ship."""
+    one-object scenes lose objects (91.2% -> 87.5%, below issue 11's 90%), so it does not ship. The same second anneal
+    without the isolation loses more (85.0%): the cost is the second anneal's, and `anneal_attribute_isolation`
+    puts the isolation in the first."""
     attribute_anneal_lr: float = 2.5e-4
     attribute_isolation: float = 0.5
     """Share of the captions with "bumpy" whose other positions are stated with a filler in its place, and of the

@@ -31,7 +31,7 @@ class DenoisingLoss:
         self.caption_ids, self.empty_ids = ids[:-1], ids[-1:]
         self.pad_positions = padding_positions(self.caption_ids, tokenizer.eos_token_id)
         self.object_ids = object_token_ids(tokenizer, OBJECTS)
-        self.attribute_ids = object_token_ids(tokenizer, [*ISOLATED_ATTRIBUTE, "a"]).tolist()  # word, noun, filler
+        self.tokenizer = tokenizer
         self.noise_sched = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items()
                                             if k not in ("set_alpha_to_one", "steps_offset")})
         self.alphas = self.noise_sched.alphas_cumprod.to(device)
@@ -55,7 +55,8 @@ class DenoisingLoss:
             captions = isolate_objects(encode, tok, states[:-1], self.object_ids, object_isolation, gen)
         context_rows = torch.zeros(cfg.batch_size, dtype=torch.bool)
         if attribute_isolation:  # those rows keep their objects as stated
-            said, word_rows, context_rows = isolate_attribute(encode, tok, states[:-1], *self.attribute_ids,
+            word_noun_filler = object_token_ids(self.tokenizer, [*ISOLATED_ATTRIBUTE, "a"]).tolist()
+            said, word_rows, context_rows = isolate_attribute(encode, tok, states[:-1], *word_noun_filler,
                                                               attribute_isolation, gen)
             captions = torch.where((word_rows | context_rows)[:, None, None].to(device), said, captions)
         # the context-alone rows keep their padding: it is part of the context that says the attribute

@@ -275,7 +275,8 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
 
     # ---- phase 4: anneal the UNet and the text encoder (learning rate to 0), from phase 2's last weights -----
     _anneal(run, cfg, state, unet, text_encoder, functools.partial(
-        unet_loss, unet, text_encoder, cfg.anneal_pad_dropout, cfg.anneal_object_isolation), "anneal", "annealed",
+        unet_loss, unet, text_encoder, cfg.anneal_pad_dropout, cfg.anneal_object_isolation,
+        cfg.anneal_attribute_isolation), "anneal", "annealed",
         cfg.anneal_steps, cfg.lr, t0, progress, models_state)
 
     # ---- phase 5: the whole VAE, the latents of the world's scenes held where the UNet learned them --------------
