@@ -382,7 +382,7 @@ def _refine_vae(vae, images, creatures, lat_mean, cfg, run, state, gen, t0, prog
 def _from_saved(source, cfg: ToyTrainConfig, resume, overwrite, flag, steps, steps_flag, example, before):
     """What a phase run alone on a saved pipeline (`flag` PIPELINE) starts from: its run folder, its state (the
     checkpoint's, or a fresh one at phase `before`), the pipeline, the device, the dataset and the RNGs. Refuses a
-    missing pipeline, `steps` 0 and a resume of another source before anything is written."""
+    missing pipeline and `steps` 0 before anything is written, and a resume of a run that continued another source."""
     from ..models import load_pipeline
 
     source = Path(source)
