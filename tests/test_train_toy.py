@@ -339,8 +339,8 @@ def test_anneal_pad_dropout_acts_in_the_anneal_only(tmp_path):
     before_anneal = [[r.rsplit(",", 1)[0] for r in log if r.startswith(("vae,", "unet,", "decoder,"))] for log in logs]
     assert before_anneal[0] == before_anneal[1]  # phases 1-3 saw the same losses
     assert json.loads((tmp_path / "pd1.0" / "config.json").read_text())["anneal_pad_dropout"] == 1.0
-    attr = train_toy(tiny_cfg(tmp_path, "attr", pad_dropout=0.0, anneal_pad_dropout=0.0, anneal_attribute_isolation=1.0),
-                     progress=False)
+    attr = train_toy(tiny_cfg(tmp_path, "attr", pad_dropout=0.0, anneal_pad_dropout=0.0,
+                              anneal_attribute_isolation=1.0), progress=False)
     c = unet_weights(attr)
     assert not all(torch.equal(a[k], c[k]) for k in a)  # the attribute isolation acts in the anneal, not before
     log = (tmp_path / "attr" / "log.csv").read_text().splitlines()
@@ -357,7 +357,7 @@ def test_vae_refine_changes_the_whole_vae_alone_and_its_anchor_holds_the_latents
     from sdlab.toymodel.dataset import render_dataset
 
     fast = dict(vae_refine_lr=3e-3, vae_refine_steps=12)
-    runs = {name: train_toy(tiny_cfg(tmp_path, name, **kw), progress=False) for name, kw in (
+    runs = {name: train_toy(tiny_cfg(tmp_path, name, attribute_anneal_steps=0, **kw), progress=False) for name, kw in (
         ("none", dict(vae_refine_steps=0)), ("free", dict(vae_refine_anchor=0.0, **fast)),
         ("held", dict(vae_refine_anchor=1e3, **fast)))}
     unets = {name: unet_weights(out) for name, out in runs.items()}
@@ -379,7 +379,7 @@ def test_vae_refine_can_hold_the_decoder_on_the_pipelines_own_latents(tmp_path):
     from sdlab.toymodel.dataset import render_dataset
 
     fast = dict(vae_refine_lr=3e-3, vae_refine_steps=12)
-    runs = {name: train_toy(tiny_cfg(tmp_path, name, **kw), progress=False) for name, kw in (
+    runs = {name: train_toy(tiny_cfg(tmp_path, name, attribute_anneal_steps=0, **kw), progress=False) for name, kw in (
         ("none", dict(vae_refine_steps=0)), ("free", dict(vae_refine_generated=0, **fast)),
         ("held", dict(vae_refine_generated=8, vae_refine_hold=3.0, **fast)))}
     pipe = StableDiffusionPipeline.from_pretrained(runs["none"])
