@@ -3,6 +3,8 @@ classifier-free guidance), padding dropout, and object and attribute isolation o
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
@@ -38,6 +40,11 @@ class DenoisingLoss:
         self.cfg, self.lat_mean, self.lat_std, self.scaling = cfg, lat_mean, lat_std, scaling
         self.device, self.gen = device, gen
 
+    @functools.cached_property
+    def attribute_ids(self) -> list[int]:
+        """The isolated attribute's token, its noun's and the filler's, looked up once it is first isolated."""
+        return object_token_ids(self.tokenizer, [*ISOLATED_ATTRIBUTE, "a"]).tolist()
+
     def __call__(self, unet, text_encoder, pad_dropout: float, object_isolation: float,
                  attribute_isolation: float = 0.0) -> torch.Tensor:
         cfg, gen, device = self.cfg, self.gen, self.device
@@ -55,8 +62,7 @@ class DenoisingLoss:
             captions = isolate_objects(encode, tok, states[:-1], self.object_ids, object_isolation, gen)
         context_rows = torch.zeros(cfg.batch_size, dtype=torch.bool)
         if attribute_isolation:  # those rows keep their objects as stated
-            word_noun_filler = object_token_ids(self.tokenizer, [*ISOLATED_ATTRIBUTE, "a"]).tolist()
-            said, word_rows, context_rows = isolate_attribute(encode, tok, states[:-1], *word_noun_filler,
+            said, word_rows, context_rows = isolate_attribute(encode, tok, states[:-1], *self.attribute_ids,
                                                               attribute_isolation, gen)
             captions = torch.where((word_rows | context_rows)[:, None, None].to(device), said, captions)
         # the context-alone rows keep their padding: it is part of the context that says the attribute

@@ -13,7 +13,8 @@ target's context states still say "bird", and the bird goes where birds usually 
   own word true, so color and pattern words before it still bind to it).
 
 The object is then stated only at its own position; everything else about the caption stays true.
-`isolate_attribute` does the same for one attribute word ("bumpy"), from both sides (phase 6 of the recipe).
+`isolate_attribute` does the same for one attribute word ("bumpy"), from both sides (`anneal_attribute_isolation`
+in phase 4, `attribute_isolation` in phase 6; both off in the shipped recipe).
 """
 
 from __future__ import annotations
