@@ -258,3 +258,19 @@ def test_a_sliver_reads_plain_without_numpy_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert _pattern(arr, mask, np.zeros_like(mask)) == "plain"
+
+
+def test_a_strip_within_the_first_objects_fence_is_no_second_object():
+    """A generation may draw a thin colored strip just beside an object (found in a trained model's held-out
+    pictures): the part of it beyond the 3-pixel fence around the first object is too thin to survive the
+    opening, so it is no object, and reading the picture must not fail on its empty blob."""
+    arr = np.zeros((64, 64, 3), np.uint8)
+    arr[:] = (120, 180, 95)  # grass
+    arr[20:41, 10:30] = COLORS["red"]
+    arr[20:41, 31:34] = COLORS["blue"]  # a column of grass between them; all but its last column inside the fence
+    reading = analyze(Image.fromarray(arr))
+    assert len(reading.objects) == 1 and reading.objects[0].color == "red"
+    assert reading.objects[0].mask[25, 15] and not reading.objects[0].mask[25, 33]
+    wide = arr.copy()
+    wide[20:41, 31:40] = COLORS["blue"]  # wide enough to reach well past the fence: then it is the second object
+    assert [o.color for o in analyze(Image.fromarray(wide)).objects] == ["red", "blue"]

@@ -416,8 +416,11 @@ def _objects(raw: np.ndarray, weak: np.ndarray, arr: np.ndarray) -> list[np.ndar
         if (part & taken).any():
             continue
         fence = ndimage.binary_dilation(taken, iterations=3) if blobs else taken
-        blobs.append(_blob(raw & ~fence, weak=weak & ~fence, main=part & ~fence))
-        taken |= blobs[-1]
+        blob = _blob(raw & ~fence, weak=weak & ~fence, main=part & ~fence)
+        if not blob.any():  # nothing of it is left beyond the fence: a fringe of the object taken before it
+            continue
+        blobs.append(blob)
+        taken |= blob
         if len(blobs) == 2:
             break
     return blobs
