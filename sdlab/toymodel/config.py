@@ -62,7 +62,9 @@ class ToyTrainConfig:
     anneal_attribute_isolation: float = 0.0
     """`attribute_isolation` during the anneal (phase 4): the attribute "bumpy" stated only at its own word
     (`isolate_attribute`) in the first anneal, from phase 2's weights; 0 in the shipped recipe. Phase 6 does the
-    same as a second anneal, which costs objects (README model card)."""
+    same as a second anneal, which costs objects (README model card). Measured at 0.5 from scratch: "bumpy" x0
+    reads 0.36 bumpiness (its smooth roads 0.28, the shipped model 1.13), but held-out one-object scenes keep
+    their object in 88.7% (below issue 11's 90%) and x-2 reads bumpier than x0, so it does not ship."""
     seed: int = 0
     device: str | None = None
     """None: cuda if present, else cpu."""
