@@ -264,8 +264,7 @@ def test_a_strip_within_the_first_objects_fence_is_no_second_object():
     """A generation may draw a thin colored strip just beside an object (found in a trained model's held-out
     pictures): the part of it beyond the 3-pixel fence around the first object is too thin to survive the
     opening, so it is no object, and reading the picture must not fail on its empty blob."""
-    arr = np.zeros((64, 64, 3), np.uint8)
-    arr[:] = (120, 180, 95)  # grass
+    arr = np.full((64, 64, 3), (120, 180, 95), np.uint8)  # grass
     arr[20:41, 10:30] = COLORS["red"]
     arr[20:41, 31:34] = COLORS["blue"]  # a column of grass between them; all but its last column inside the fence
     reading = analyze(Image.fromarray(arr))
