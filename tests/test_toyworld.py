@@ -131,6 +131,34 @@ def test_sample_scenes_style_options():
         sample_scenes(3, 1, style="oil")
 
 
+def _off_prior(scenes):
+    """Share of one-object scenes whose object's height or side lies outside its own `LAYOUT` ranges."""
+    from sdlab.toyworld import LAYOUT
+
+    ones = [s for s in scenes if s.second is None]
+    out = [not (LAYOUT[s.object][0][0] <= s.y <= LAYOUT[s.object][0][1]
+                and LAYOUT[s.object][1][0] <= s.size <= LAYOUT[s.object][1][1]) for s in ones]
+    return sum(out) / len(out)
+
+
+def test_layout_spread_lends_objects_other_objects_layouts():
+    assert _off_prior(sample_scenes(300, seed=8)) == 0.0
+    spread = sample_scenes(300, seed=8, layout_spread=0.5)
+    assert 0.2 < _off_prior(spread) < 0.5  # half lent a random prior, some of which is their own or overlaps it
+    assert _off_prior(sample_scenes(300, seed=8, layout_spread=1.0)) > _off_prior(spread)
+    far = [s for s in spread if s.second is None and s.object == "bird" and s.y > 38]
+    assert far  # a bird where cats stand
+    for s in spread[:20]:  # still valid, laid-out scenes
+        render(s)
+
+
+@pytest.mark.parametrize("name", ["layout_spread", "pairs", "watercolor"])
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_sample_scenes_refuses_probabilities_outside_0_1(name, value):
+    with pytest.raises(ValueError, match=f"{name} is a probability and must lie in \\[0, 1\\], got {value}"):
+        sample_scenes(3, 0, **{name: value})
+
+
 def test_object_mask_is_the_drawn_silhouette():
     scene = Scene("house", "blue", "snow", size=36, x=32, y=32)
     mask = object_mask(scene) > 0.5

@@ -400,11 +400,20 @@ def test_vae_refine_can_hold_the_decoder_on_the_pipelines_own_latents(tmp_path):
     (dict(vae_refine_generated=-1), "--vae-refine-generated is -1: give a whole number"),
     (dict(vae_refine_generated=33), r"--vae-refine-generated is 33.*--n-images \(32\)"),
     (dict(vae_refine_hold=-0.5), "--vae-refine-hold is -0.5: give a weight >= 0"),
+    (dict(layout_spread=1.5), "--layout-spread is 1.5: give a share of objects from 0 to 1"),
 ])
 def test_bad_phase_5_options_are_refused_before_anything_is_written(tmp_path, bad, message):
     with pytest.raises(TrainingError, match=message):
         train_toy(tiny_cfg(tmp_path, "bad", **bad), progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_layout_spread_reaches_the_training_set(tmp_path):
+    from sdlab.toymodel.dataset import render_dataset
+
+    plain, spread = (render_dataset(tiny_cfg(tmp_path, layout_spread=p)) for p in (0.0, 1.0))
+    assert plain[1][0] == spread[1][0]  # the first scene's caption (the layout is not captioned) ...
+    assert not torch.equal(plain[0][0], spread[0][0])  # ... drawn with another layout
 
 
 def test_refine_vae_of_a_saved_pipeline_keeps_the_rest_and_resumes_exactly(tmp_path, monkeypatch, capsys):

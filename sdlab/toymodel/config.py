@@ -24,6 +24,11 @@ class ToyTrainConfig:
     """Size of the fixed training set of rendered scenes."""
     watercolor: float = 0.15
     """Share of watercolor paintings in the training set."""
+    layout_spread: float = 0.0
+    """World 2: share of objects laid out by a random object's `LAYOUT` prior instead of their own
+    (`toyworld.sample_scenes(layout_spread=...)`), so that the model has seen a bird where cats stand and a star
+    as large as a house, and a prompt-to-prompt replacement that keeps the source's layout asks the target word for
+    something it can draw. 0 in the shipped recipe."""
     vae_creature: float = 0.15
     """Share of extra creature-style images the VAE (only) sees, so finetuning on creatures finds a VAE that draws them."""
     vae_steps: int = 1200

@@ -12,7 +12,8 @@ from .config import ToyTrainConfig
 
 def render_dataset(cfg: ToyTrainConfig):
     """The fixed training set: images in [-1, 1], their captions, and the extra creature images the VAE sees."""
-    scenes = sample_scenes(cfg.n_images, cfg.seed, watercolor=cfg.watercolor, world=cfg.world)
+    scenes = sample_scenes(cfg.n_images, cfg.seed, watercolor=cfg.watercolor, world=cfg.world,
+                           layout_spread=cfg.layout_spread)
     images = np.stack([np.asarray(render(s)) for s in tqdm(scenes, desc="render", leave=False)])
     captions = [s.caption for s in scenes]
     n_creature = int(cfg.n_images * cfg.vae_creature)

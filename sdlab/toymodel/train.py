@@ -140,6 +140,8 @@ def _attribute_anneal(run, cfg, state, unet, text_encoder, unet_loss, t0, progre
 
 def _check(cfg: ToyTrainConfig):
     """Refuse options that would only fail hours into a run."""
+    if not 0.0 <= cfg.layout_spread <= 1.0:
+        raise TrainingError(f"--layout-spread is {cfg.layout_spread!r}: give a share of objects from 0 to 1, e.g. 0.25")
     n = cfg.vae_refine_generated
     if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= cfg.n_images:
         raise TrainingError(f"--vae-refine-generated is {n!r}: give a whole number of latents to generate from "

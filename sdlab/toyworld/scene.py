@@ -90,8 +90,10 @@ LAYOUT = {
     "tree": ((32, 44), (34, 44)),
 }
 """World 2's layout prior per object: (range of the center's height y, range of the box side), in pixels of
-64. The ranges overlap, so a layout forced on another object (a bird where a cat stood) stays within what a
-model has seen. Two-object scenes scale the sides by `PAIR_SCALE`."""
+64. Neighbours overlap (fish and birds in height, houses and paired objects in size), but a bird never stands
+where a cat does; `sample_scenes(layout_spread=...)` lends an object another object's prior now and then, so that
+a layout forced on another object (a bird where a cat stood) stays within what a model has seen. Two-object
+scenes scale the sides by `PAIR_SCALE`."""
 
 PAIR_SCALE = 0.68
 """Side of each object in a two-object scene, relative to `LAYOUT`, and never below `PAIR_MIN`."""
@@ -267,6 +269,7 @@ def sample_scenes(
     world: int = 2,
     pairs: float = 0.4,
     horizon: float = 0.7,
+    layout_spread: float = 0.0,
 ) -> list[Scene]:
     """Draw `n` scenes deterministically from `seed`.
 
@@ -281,6 +284,8 @@ def sample_scenes(
             horizon, unnamed detail) or 1 (one object placed uniformly, no detail: the first model's world).
         pairs: world 2: probability of two objects (two different objects).
         horizon: world 2: probability that a ground background has a horizon.
+        layout_spread: world 2: probability that an object is laid out by the `LAYOUT` prior of an object drawn
+            at random (itself included) instead of its own (0 draws exactly the scenes it always drew).
     """
     if not isinstance(n, int) or n <= 0:
         raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -288,6 +293,10 @@ def sample_scenes(
         raise ValueError(f"style must be 'plain' or 'creature' (watercolor is a probability), got {style!r}")
     if world not in (1, 2):
         raise ValueError(f"world must be 1 or 2, got {world!r}")
+    for name, p in (("watercolor", watercolor), ("patterned", patterned), ("bumpy", bumpy), ("pairs", pairs),
+                    ("horizon", horizon), ("layout_spread", layout_spread)):
+        if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
+            raise ValueError(f"{name} is a probability and must lie in [0, 1], got {p!r}")
     rng = random.Random(seed)
     scenes = []
     while len(scenes) < n:
@@ -318,7 +327,7 @@ def sample_scenes(
             texture_seed=rng.randrange(2**31),
         )
         if world == 2:
-            scene = _world2(scene, rng, patterned, pairs, horizon)
+            scene = _world2(scene, rng, patterned, pairs, horizon, layout_spread)
         scenes.append(scene)
     return scenes
 
@@ -327,8 +336,10 @@ def _pattern(rng: random.Random, patterned: float) -> str:
     return rng.choice(PATTERNS[1:]) if rng.random() < patterned else "plain"
 
 
-def _world2(scene: Scene, rng: random.Random, patterned: float, pairs: float, horizon: float) -> Scene:
-    """`scene` (drawn as in world 1) laid out again by world 2's rules, with a second object and detail."""
+def _world2(scene: Scene, rng: random.Random, patterned: float, pairs: float, horizon: float,
+            spread: float = 0.0) -> Scene:
+    """`scene` (drawn as in world 1) laid out again by world 2's rules, with a second object and detail; each
+    object laid out by a random object's prior with probability `spread` (no draw at all when 0)."""
     objects = [scene.object]
     colors = [scene.color]
     if rng.random() < pairs:
@@ -338,8 +349,9 @@ def _world2(scene: Scene, rng: random.Random, patterned: float, pairs: float, ho
     patterns = [scene.pattern if scene.object not in PLAIN_ONLY else "plain"]
     if len(objects) == 2:
         patterns.append(_pattern(rng, patterned) if objects[1] not in PLAIN_ONLY else "plain")
-    sizes = [round(max(PAIR_MIN, rng.uniform(*LAYOUT[o][1]) * scale), 2) for o in objects]
-    ys = [round(min(max(rng.uniform(*LAYOUT[o][0]), s / 2 + 1), 63 - s / 2), 2) for o, s in zip(objects, sizes)]
+    layouts = [rng.choice(OBJECTS) if spread and rng.random() < spread else o for o in objects]
+    sizes = [round(max(PAIR_MIN, rng.uniform(*LAYOUT[o][1]) * scale), 2) for o in layouts]
+    ys = [round(min(max(rng.uniform(*LAYOUT[o][0]), s / 2 + 1), 63 - s / 2), 2) for o, s in zip(layouts, sizes)]
     facings = [rng.choice((1, -1)) if o in FACING else 1 for o in objects]
     if len(objects) == 1:
         xs = [round(rng.uniform(sizes[0] / 2 + 2, 62 - sizes[0] / 2), 2)]
