@@ -275,6 +275,29 @@ def test_local_blend_pixels_composites_with_the_last_mask(pipe, output_type):
         assert not np.array_equal(a[j][~keep[j - 1]], a[0][~keep[j - 1]])  # the latent blend alone moved them
 
 
+def test_local_blend_dilate_makes_the_mask_at_the_latents_resolution(pipe):
+    """dilate=k: the last mask is the summed map upsampled bilinearly to the latent, max-pooled k latent pixels each
+    way, normalised, above the threshold; a larger k grows it, and the latents follow the source outside it."""
+    import torch.nn.functional as F
+
+    source, targets = "a red cat on grass", ["a red dog on grass"]
+    masks = {}
+    for k in (0, 2):
+        ctl = p2p.EditController(Replace(local_blend=LocalBlend(["cat", "dog"], threshold=0.5, start=0.0, dilate=k)),
+                                 pipe.tokenizer, source, targets)
+        res = generate(pipe, [source, *targets], ctl, seed=0, steps=STEPS, output_type="latent")
+        hw = res.images[0].shape[-2:]
+        maps = F.interpolate(ctl.blend_sum.view(-1, 1, *ctl.blend_shape()), size=hw, mode="bilinear",
+                             align_corners=False)
+        maps = F.max_pool2d(maps, 2 * k + 1, 1, padding=k) if k else maps
+        mask = maps / maps.amax(dim=(2, 3), keepdim=True) > 0.5
+        assert torch.equal(ctl.blend_mask, mask[:1] | mask[1:])
+        outside = ~ctl.blend_mask[0, 0]
+        assert outside.any() and torch.equal(res.images[1][:, outside], res.images[0][:, outside])
+        masks[k] = ctl.blend_mask
+    assert bool((masks[2] >= masks[0]).all()) and masks[2].sum() > masks[0].sum()
+
+
 def test_local_blend_pixels_leaves_latents_alone(pipe):
     kw = dict(steps=STEPS, output_type="latent")
     res = [p2p.edit(pipe, "a red cat on grass", ["a red dog on grass"],
@@ -365,6 +388,9 @@ def test_bad_local_blend():
         LocalBlend("cat", threshold=2)
     with pytest.raises(TypeError, match="pixels must be True or False"):
         LocalBlend("cat", pixels="yes")
+    for bad in (-1, 1.5, True, "1"):
+        with pytest.raises(ValueError, match=r"dilate must be None \(the paper's mask\) or a whole number"):
+            LocalBlend("cat", dilate=bad)
 
 
 def test_comparison_figures(pipe):

@@ -103,6 +103,11 @@ def test_edit_explorer_replace_then_refine_reweight_blend(pipe):
     ex.boxes["blend_pixels"].value = True  # the user ticks the box: the attribute follows, the edit reruns
     ex.wait()
     assert ex.blend_pixels and ex.edit.local_blend.pixels and ex.error is None and ex.image != latent_blend
+    assert ex.edit.local_blend.dilate is None  # the paper's mask until the user picks another
+    paper_mask = ex.image
+    ex.boxes["blend_dilate"].value = 1
+    ex.wait()
+    assert ex.blend_dilate == 1 and ex.edit.local_blend.dilate == 1 and ex.error is None and ex.image != paper_mask
     assert ex.result.edited_steps == p2p.schedule(ex.edit, STEPS).edited_steps
     assert ex.boxes["weights"].value == "grass=3" and ex.boxes["cross_steps"].value == 0.6
 

@@ -29,6 +29,9 @@ REWEIGHTS = (-2, 0, 1, 2, 4, 8)
 """Weights of "bumpy" that `reweight_bumpy` sweeps."""
 MASK_THRESHOLD = 0.5
 """Level at which a word's normalised attention map becomes a mask (`Capture.word_mask`)."""
+BLEND_DILATE = 1
+"""`LocalBlend(dilate=...)` of `replace_pair`'s "blend_dilated" edit: one latent pixel, a sixteenth of the toy
+model's 16x16 latent, the extent of the paper's one map cell on SD at 512 (its 8x8 maps' cells are twice as wide)."""
 
 
 @dataclass
@@ -142,7 +145,8 @@ def replace_one(pipe, n=32, *, steps=50, guidance=7.5, seed=EDIT_SEED) -> EditMe
 def replace_pair(pipe, n=32, *, steps=50, guidance=7.5, seed=EDIT_SEED + 1) -> EditMeasure:
     """Two-object scenes, the first object's word replaced: what happens to the other one, and what
     `LocalBlend` on the edited words buys outside the edited object ("blend_ratio"; with `pixels=True`:
-    "blend_pixels_ratio")."""
+    "blend_pixels_ratio"; with `pixels=True` and the mask made at the latent's resolution, `dilate=BLEND_DILATE`:
+    "blend_dilated_ratio")."""
     from ..p2p import LocalBlend, Replace
 
     scenes = edit_scenes(n, two=True, seed=seed)
@@ -152,9 +156,10 @@ def replace_pair(pipe, n=32, *, steps=50, guidance=7.5, seed=EDIT_SEED + 1) -> E
 
     rows = _edit_rows(pipe, scenes, target, lambda s, t: Replace(), seed=seed, steps=steps, guidance=guidance,
                       plain=False)
-    for key, pixels in (("blend", False), ("blend_pixels", True)):
+    for key, blend in (("blend", {}), ("blend_pixels", dict(pixels=True)),
+                       ("blend_dilated", dict(pixels=True, dilate=BLEND_DILATE))):
         blended = _edit_rows(pipe, scenes, target,
-                             lambda s, t: Replace(local_blend=LocalBlend([s.object, t.object], pixels=pixels)),
+                             lambda s, t: Replace(local_blend=LocalBlend([s.object, t.object], **blend)),
                              seed=seed, steps=steps, guidance=guidance, plain=False)
         for r, b in zip(rows, blended):
             r[key], r[f"read_{key}"] = b["tgt"], b["read_tgt"]
@@ -175,10 +180,28 @@ def replace_pair(pipe, n=32, *, steps=50, guidance=7.5, seed=EDIT_SEED + 1) -> E
         "outside_edited": np.mean([outside_edited(r, "tgt") for r in rows]),
         "outside_edited_blend": np.mean([outside_edited(r, "blend") for r in rows]),
         "outside_edited_blend_pixels": np.mean([outside_edited(r, "blend_pixels") for r in rows]),
+        "outside_edited_blend_dilated": np.mean([outside_edited(r, "blend_dilated") for r in rows]),
+        "target_seen_blend_dilated": np.mean([r["read_blend_dilated"][0] is not None
+                                              and r["read_blend_dilated"][0].object == r["target"].object
+                                              for r in rows]),
     }
-    out["blend_ratio"] = out["outside_edited_blend"] / out["outside_edited"]
-    out["blend_pixels_ratio"] = out["outside_edited_blend_pixels"] / out["outside_edited"]
+    for key in ("blend", "blend_pixels", "blend_dilated"):
+        out[f"{key}_ratio"] = out[f"outside_edited_{key}"] / out["outside_edited"]
     return EditMeasure({k: float(v) for k, v in out.items()}, rows)
+
+
+def replace_ceiling(n=32, *, seed=EDIT_SEED) -> EditMeasure:
+    """What `replace_one` would measure as box IoU with p2p if the replacement were perfect: each scene's target
+    (`swap_object`) drawn by the renderer with the source's layout (place, size, facing) and both renders read
+    by the evaluator, the scale for `replace_one`'s "box_iou_with" (silhouettes differ: a fish's box is wide, a
+    tree's tall). No model is run."""
+    rows = []
+    for s in edit_scenes(n, seed=seed):
+        t = dataclasses.replace(s, object=swap_object(s.object))
+        src, tgt = render(s), render(t)
+        a, b = read(src, s)[0], read(tgt, t)[0]
+        rows.append(dict(scene=s, target=t, src=src, tgt=tgt, box_iou=box_iou(_box(a), _box(b))))
+    return EditMeasure({"box_iou": float(np.mean([r["box_iou"] for r in rows]))}, rows)
 
 
 def refine_target(s: Scene, i: int) -> Scene:

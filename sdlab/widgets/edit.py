@@ -10,7 +10,8 @@ or Reweight; `cross_steps` and `self_steps` are the fractions of the steps whose
 edited; `weights` scale words' attention (any mode; Replace and Refine then become `Reweight(weights,
 base=...)`, and Reweight reweights the source prompt itself, so its target box is not used); `blend` names the
 words whose pixels may change (`LocalBlend`), everything else stays the source's (in the latents; with
-`blend_pixels` in the decoded pixels too, exactly).
+`blend_pixels` in the decoded pixels too, exactly), through the paper's mask or, with `blend_dilate`, one made at the
+latent's resolution.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class EditExplorer(Explorer):
     def __init__(self, pipe, source: str = "a red cat on grass", target: str = "a red dog on grass", *,
                  mode: str = "Replace", cross_steps: float = p2p.DEFAULT_CROSS, self_steps: float = p2p.DEFAULT_SELF,
                  weights: dict | str | None = None, blend: list | str = "", blend_pixels: bool = False,
-                 seed: int = 0, steps: int = 20,
+                 blend_dilate: int | None = None, seed: int = 0, steps: int = 20,
                  guidance: float = 7.5, size: int = 192):
         super().__init__()
         self.pipe = pipe
@@ -79,6 +80,9 @@ class EditExplorer(Explorer):
         """LocalBlend words, a list or text "cat dog"; empty: no LocalBlend."""
         self.blend_pixels = blend_pixels
         """`LocalBlend(..., pixels=True)`: outside the blend mask the target's decoded pixels are the source's."""
+        self.blend_dilate = blend_dilate
+        """`LocalBlend(..., dilate=...)`: None, the paper's mask (the map max-pooled one cell each way); a number, the
+        mask made at the latent's resolution, dilated that many latent pixels. Its slider shows None as -1."""
         self.seed, self.steps, self.guidance, self.size = seed, steps, guidance, size
         self.edit = None
         """The sdlab edit of the last good computation."""
@@ -98,11 +102,15 @@ class EditExplorer(Explorer):
             "weights": widgets.Text(description="weights", placeholder="word=weight, e.g. red=2", **text),
             "blend": widgets.Text(description="local blend", placeholder="words that may change, e.g. cat dog", **text),
             "blend_pixels": widgets.Checkbox(description="blend pixels too", indent=False),
+            "blend_dilate": widgets.IntSlider(min=-1, max=8, description="blend dilate", continuous_update=False,
+                                              tooltip="-1: the paper's mask (the map max-pooled one cell each way); "
+                                                      "k >= 0: made at the latent's resolution, k latent pixels wider"),
             "seed": widgets.IntSlider(min=0, max=999, description="seed", continuous_update=False),
             "steps": widgets.IntSlider(min=1, max=100, description="steps", continuous_update=False),
         }
         convert = {"cross_steps": (None, lambda v: round(v, 6)), "self_steps": (None, lambda v: round(v, 6)),
-                   "weights": (format_weights, None), "blend": (lambda v: v if isinstance(v, str) else " ".join(v), None)}
+                   "weights": (format_weights, None), "blend": (lambda v: v if isinstance(v, str) else " ".join(v), None),
+                   "blend_dilate": (lambda v: -1 if v is None else v, lambda v: None if v == -1 else v)}
         for name, box in boxes.items():
             self.control(name, box, *convert.get(name, (None, None)))
             box.add_class(f"sdlab-{name.replace('_', '-')}")
@@ -112,7 +120,7 @@ class EditExplorer(Explorer):
         self.widget = widgets.VBox([
             boxes["source"], boxes["target"], boxes["mode"],
             widgets.HBox([boxes["cross_steps"], boxes["self_steps"]]), boxes["weights"],
-            widgets.HBox([boxes["blend"], boxes["blend_pixels"]]),
+            widgets.HBox([boxes["blend"], boxes["blend_pixels"], boxes["blend_dilate"]]),
             widgets.HBox([boxes["seed"], boxes["steps"]]), self.status, self.progress, self.image_box,
         ])
         self.widget.add_class("sdlab-edit-explorer")
@@ -127,7 +135,8 @@ class EditExplorer(Explorer):
             raise ValueError(f"mode must be one of {', '.join(MODES)}; got {self.mode!r}")
         words = parse_words(self.blend)
         common = dict(cross_steps=self.cross_steps, self_steps=self.self_steps,
-                      local_blend=p2p.LocalBlend(words, pixels=bool(self.blend_pixels)) if words else None)
+                      local_blend=p2p.LocalBlend(words, pixels=bool(self.blend_pixels), dilate=self.blend_dilate)
+                      if words else None)
         weights = parse_weights(self.weights)
         if self.mode == "Reweight":
             return p2p.Reweight(weights, **common)
