@@ -90,8 +90,8 @@ LAYOUT = {
     "tree": ((32, 44), (34, 44)),
 }
 """World 2's layout prior per object: (range of the center's height y, range of the box side), in pixels of
-64. Neighbours overlap (fish and birds in height, houses and paired objects in size), but a bird never stands
-where a cat does; `sample_scenes(layout_spread=...)` lends an object another object's prior now and then, so that
+64. Neighbours overlap (fish and birds in height; a house in a pair is as large as a cat alone), but a bird never
+stands where a cat does; `sample_scenes(layout_spread=...)` lends an object another object's prior now and then, so that
 a layout forced on another object (a bird where a cat stood) stays within what a model has seen. Two-object
 scenes scale the sides by `PAIR_SCALE`."""
 
