@@ -122,6 +122,12 @@ def _edit_rows(pipe, scenes, make_target, make_edit, *, seed, steps, guidance, p
     return rows
 
 
+def _target_seen(rows, key) -> float:
+    """Share of rows whose picture `key` shows the target's (first) object, as the evaluator reads it."""
+    return float(np.mean([r[f"read_{key}"][0] is not None and r[f"read_{key}"][0].object == r["target"].object
+                          for r in rows]))
+
+
 def replace_one(pipe, n=32, *, steps=50, guidance=7.5, seed=EDIT_SEED) -> EditMeasure:
     """One-object scenes, the object word replaced (`swap_object`) with the default `Replace()`."""
     from ..p2p import Replace
@@ -135,8 +141,7 @@ def replace_one(pipe, n=32, *, steps=50, guidance=7.5, seed=EDIT_SEED) -> EditMe
         out[f"change_{name}"] = np.mean([change(r["src"], r[key]) for r in rows])
         out[f"outside_{name}"] = np.mean([
             change(r["src"], r[key], ~(analyze(r["src"]).mask | analyze(r[key]).mask)) for r in rows])
-        out[f"target_seen_{name}"] = np.mean([
-            r[f"read_{key}"][0] is not None and r[f"read_{key}"][0].object == r["target"].object for r in rows])
+        out[f"target_seen_{name}"] = _target_seen(rows, key)
     out["change_ratio"] = out["change_with"] / out["change_without"]
     out["outside_ratio"] = out["outside_with"] / out["outside_without"]
     return EditMeasure({k: float(v) for k, v in out.items()}, rows)
@@ -173,17 +178,13 @@ def replace_pair(pipe, n=32, *, steps=50, guidance=7.5, seed=EDIT_SEED + 1) -> E
                                     for r in rows]),
         "untouched_object": np.mean([r["read_tgt"][1] is not None
                                      and r["read_tgt"][1].object == r["scene"].second.object for r in rows]),
-        "target_seen": np.mean([r["read_tgt"][0] is not None and r["read_tgt"][0].object == r["target"].object
-                                for r in rows]),
-        "target_seen_blend": np.mean([r["read_blend"][0] is not None
-                                      and r["read_blend"][0].object == r["target"].object for r in rows]),
+        "target_seen": _target_seen(rows, "tgt"),
+        "target_seen_blend": _target_seen(rows, "blend"),
         "outside_edited": np.mean([outside_edited(r, "tgt") for r in rows]),
         "outside_edited_blend": np.mean([outside_edited(r, "blend") for r in rows]),
         "outside_edited_blend_pixels": np.mean([outside_edited(r, "blend_pixels") for r in rows]),
         "outside_edited_blend_dilated": np.mean([outside_edited(r, "blend_dilated") for r in rows]),
-        "target_seen_blend_dilated": np.mean([r["read_blend_dilated"][0] is not None
-                                              and r["read_blend_dilated"][0].object == r["target"].object
-                                              for r in rows]),
+        "target_seen_blend_dilated": _target_seen(rows, "blend_dilated"),
     }
     for key in ("blend", "blend_pixels", "blend_dilated"):
         out[f"{key}_ratio"] = out[f"outside_edited_{key}"] / out["outside_edited"]
