@@ -401,6 +401,7 @@ def test_vae_refine_can_hold_the_decoder_on_the_pipelines_own_latents(tmp_path):
     (dict(vae_refine_generated=33), r"--vae-refine-generated is 33.*--n-images \(32\)"),
     (dict(vae_refine_hold=-0.5), "--vae-refine-hold is -0.5: give a weight >= 0"),
     (dict(layout_spread=1.5), "--layout-spread is 1.5: give a share of objects from 0 to 1"),
+    (dict(anneal_layout_spread=-0.1), "--anneal-layout-spread is -0.1: give a share of objects from 0 to 1"),
 ])
 def test_bad_phase_5_options_are_refused_before_anything_is_written(tmp_path, bad, message):
     with pytest.raises(TrainingError, match=message):
@@ -414,6 +415,28 @@ def test_layout_spread_reaches_the_training_set(tmp_path):
     plain, spread = (render_dataset(tiny_cfg(tmp_path, layout_spread=p)) for p in (0.0, 1.0))
     assert plain[1][0] == spread[1][0]  # the first scene's caption (the layout is not captioned) ...
     assert not torch.equal(plain[0][0], spread[0][0])  # ... drawn with another layout
+
+
+def test_the_anneal_learns_from_its_own_spread_set_and_resumes_exactly(tmp_path, monkeypatch):
+    from sdlab.toymodel.dataset import render_anneal_set
+
+    plain, spread = (render_anneal_set(tiny_cfg(tmp_path, anneal_layout_spread=p)) for p in (0.0, 1.0))
+    assert plain[1][0] == spread[1][0] and not torch.equal(plain[0][0], spread[0][0])  # same caption, other layout
+    short = dict(vae_refine_steps=0, attribute_anneal_steps=0)
+    ref = train_toy(tiny_cfg(tmp_path, "plain", **short), progress=False)
+    cfg = tiny_cfg(tmp_path, "spread", anneal_layout_spread=1.0, **short)
+    out = train_toy(cfg, progress=False)
+    rows = {name: (tmp_path / name / "log.csv").read_text().splitlines() for name in ("plain", "spread")}
+    before = {name: [r for r in log if not r.startswith("anneal,")] for name, log in rows.items()}
+    strip = lambda log: [r.rsplit(",", 1)[0] for r in log]  # noqa: E731 (the seconds differ)
+    assert strip(before["plain"]) == strip(before["spread"])  # phases 1-3 are the recipe's ...
+    a, b = unet_weights(ref), unet_weights(out)
+    assert not all(torch.equal(a[k], b[k]) for k in a)  # ... the anneal is not
+    interrupted_at_step_2(monkeypatch, lambda: train_toy(tiny_cfg(tmp_path, "resumed", anneal_layout_spread=1.0,
+                                                                    **short), progress=False), phase="anneal")
+    again = unet_weights(train_toy(tiny_cfg(tmp_path, "resumed", anneal_layout_spread=1.0, **short), resume=True,
+                                   progress=False))
+    assert all(torch.equal(b[k], again[k]) for k in b)
 
 
 def test_refine_vae_of_a_saved_pipeline_keeps_the_rest_and_resumes_exactly(tmp_path, monkeypatch, capsys):

@@ -29,6 +29,11 @@ class ToyTrainConfig:
     (`toyworld.sample_scenes(layout_spread=...)`), so that the model has seen a bird where cats stand and a star
     as large as a house, and a prompt-to-prompt replacement that keeps the source's layout asks the target word for
     something it can draw. 0 in the shipped recipe."""
+    anneal_layout_spread: float = 0.0
+    """`layout_spread` of the anneal's (phase 4's) own training set: phases 1-3 learn from `layout_spread`'s scenes,
+    the anneal from a second set of `n_images` scenes (seed `seed + 2`) in which this share of the objects is laid
+    out by a random object's prior, so the model first learns its objects where they belong and then learns to draw
+    them where another object stood. 0 (the shipped recipe): the anneal reads phase 2's set."""
     vae_creature: float = 0.15
     """Share of extra creature-style images the VAE (only) sees, so finetuning on creatures finds a VAE that draws them."""
     vae_steps: int = 1200

@@ -18,8 +18,20 @@ def render_dataset(cfg: ToyTrainConfig):
     captions = [s.caption for s in scenes]
     n_creature = int(cfg.n_images * cfg.vae_creature)
     extra = np.stack([np.asarray(render(s)) for s in sample_scenes(max(n_creature, 1), cfg.seed + 1, style="creature", world=cfg.world)])
-    to_tensor = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)  # noqa: E731
-    return to_tensor(images), captions, to_tensor(extra[:n_creature])
+    return _to_tensor(images), captions, _to_tensor(extra[:n_creature])
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 pictures as (N, 3, H, W) floats in [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def render_anneal_set(cfg: ToyTrainConfig):
+    """The anneal's own training set (`anneal_layout_spread`): images in [-1, 1] and their captions."""
+    scenes = sample_scenes(cfg.n_images, cfg.seed + 2, watercolor=cfg.watercolor, world=cfg.world,
+                           layout_spread=cfg.anneal_layout_spread)
+    images = np.stack([np.asarray(render(s)) for s in tqdm(scenes, desc="render (anneal)", leave=False)])
+    return _to_tensor(images), [s.caption for s in scenes]
 
 
 @torch.no_grad()

@@ -8,7 +8,8 @@ Six phases (the shipped recipe runs the first five) on one fixed, seeded dataset
 3. the VAE decoder alone, on the frozen encoder's latents: sharper colors and edges, same latent space;
 4. an anneal of the UNet and the text encoder (`anneal_steps`; 0 skips it): from phase 2's last weights, a
    fresh AdamW whose learning rate decays linearly to 0 (a warmup-stable-decay tail), with blank padding
-   states for half of the captions (`anneal_pad_dropout`); the annealed weights, not the EMA, then ship;
+   states for half of the captions (`anneal_pad_dropout`); the annealed weights, not the EMA, then ship
+   (optionally on a set of its own whose objects are laid out by other objects' priors, `anneal_layout_spread`);
 5. the whole VAE, the encoder too (`vae_refine_steps`; 0 skips it), with the latents of the world's scenes held
    where the UNet learned them: what the decoder alone cannot learn to keep (the creature style's thin outline);
    optionally the decoder held to its old outputs on the world's latents and on latents the pipeline generates
@@ -42,7 +43,7 @@ from transformers import CLIPTokenizer
 from ..models import pick_device
 from .architecture import TINY, TOY, build_pipeline
 from .config import ToyTrainConfig, TrainingError, field_docs
-from .dataset import encode_latents, render_dataset
+from .dataset import encode_latents, render_anneal_set, render_dataset
 from .export import export_checkpoint, save_pipeline, ship_pipeline, shipped_weights
 from .denoising import DenoisingLoss
 from .runfolder import RunFolder, check_finite, reached_phase, rng_state, set_rng_state
@@ -140,8 +141,11 @@ def _attribute_anneal(run, cfg, state, unet, text_encoder, unet_loss, t0, progre
 
 def _check(cfg: ToyTrainConfig):
     """Refuse options that would only fail hours into a run."""
-    if not 0.0 <= cfg.layout_spread <= 1.0:
-        raise TrainingError(f"--layout-spread is {cfg.layout_spread!r}: give a share of objects from 0 to 1, e.g. 0.25")
+    for name in ("layout_spread", "anneal_layout_spread"):
+        value = getattr(cfg, name)
+        if not 0.0 <= value <= 1.0:
+            raise TrainingError(f"--{name.replace('_', '-')} is {value!r}: give a share of objects from 0 to 1, "
+                                "e.g. 0.25")
     n = cfg.vae_refine_generated
     if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= cfg.n_images:
         raise TrainingError(f"--vae-refine-generated is {n!r}: give a whole number of latents to generate from "
@@ -276,8 +280,13 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
     vae.eval().requires_grad_(False)
 
     # ---- phase 4: anneal the UNet and the text encoder (learning rate to 0), from phase 2's last weights -----
+    anneal_loss = unet_loss
+    if cfg.anneal_layout_spread and cfg.anneal_steps and not reached("annealed"):
+        anneal_images, anneal_captions = render_anneal_set(cfg)  # in phase 1's latent space (the encoder's)
+        anneal_loss = DenoisingLoss(cfg, tokenizer, anneal_captions, *encode_latents(vae, anneal_images, device)[:2],
+                                    scaling, device, gen)
     _anneal(run, cfg, state, unet, text_encoder, functools.partial(
-        unet_loss, unet, text_encoder, cfg.anneal_pad_dropout, cfg.anneal_object_isolation,
+        anneal_loss, unet, text_encoder, cfg.anneal_pad_dropout, cfg.anneal_object_isolation,
         cfg.anneal_attribute_isolation), "anneal", "annealed",
         cfg.anneal_steps, cfg.lr, t0, progress, models_state)
 
