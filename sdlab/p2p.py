@@ -92,12 +92,20 @@ class _Edit:
     """Fraction of steps (or (start, end)) during which the targets' self-attention is the source's; same rule."""
     local_blend: LocalBlend | None = None
     self_max_res: int | None = None
-    """Inject self-attention only in layers at most this high (default: the capture default resolution)."""
+    """Inject self-attention only in layers whose maps are at most this high (default: the capture default
+    resolution and below: 16x16 and 8x8 on SD at 512, as the paper's code; 8x8 and 4x4 on the toy model, whose
+    16x16 maps are its highest, as SD's 64x64). On the toy model the 16x16 self-attention holds the layout and the
+    silhouette: injecting it (`self_max_res=16`) keeps the object's place and size, and the source's shape with it
+    (README model card)."""
 
     def __post_init__(self):
         self.cross_steps = DEFAULT_CROSS if self.cross_steps is None else self.cross_steps
         self.self_steps = DEFAULT_SELF if self.self_steps is None else self.self_steps
         cross_windows(self.cross_steps), window(self.self_steps, "self_steps")
+        res = self.self_max_res
+        if res is not None and (not isinstance(res, int) or isinstance(res, bool) or res < 1):
+            raise ValueError(f"self_max_res must be None (the capture resolution and below) or the side of the largest "
+                             f"self-attention maps to inject, e.g. 16; got {res!r}")
         if self.local_blend is not None and not isinstance(self.local_blend, LocalBlend):
             raise TypeError(f"local_blend must be a LocalBlend, got {self.local_blend!r}")
 

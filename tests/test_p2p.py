@@ -86,6 +86,18 @@ def test_parity_with_oracle(pipe, case, seed):
     torch.testing.assert_close(fast[0], plain[0], rtol=1e-5, atol=1e-5)  # the source is never edited
 
 
+def test_self_max_res_injects_the_larger_maps_too(pipe):
+    """self_max_res=16 on a 16x16 latent: self-attention injected at every level, as the oracle does it for maps of
+    at most 16x16 positions; the images differ from the default's (8x8 and below)."""
+    source, targets = "a red cat on grass", ["a red dog on grass"]
+    edit = Replace(self_max_res=16)
+    fast = latents(pipe, [source, *targets], p2p.EditController(edit, pipe.tokenizer, source, targets), 0)
+    oracle = OracleController(edit, pipe.tokenizer, source, targets, self_max_tokens=16 * 16, blend_tokens=8 * 8)
+    assert rel(fast, latents(pipe, [source, *targets], oracle, 0)) < TOL
+    default = latents(pipe, [source, *targets], p2p.EditController(Replace(), pipe.tokenizer, source, targets), 0)
+    assert rel(fast[1:], default[1:]) > 100 * TOL
+
+
 def test_parity_without_guidance(pipe):
     source, targets, edit = CASES["reweight-refine"]
     fast = latents(pipe, [source, *targets], p2p.EditController(edit, pipe.tokenizer, source, targets), 0, guidance=1.0)
@@ -379,6 +391,12 @@ def test_long_prompt_warns(pipe):
     long = "a red cat on grass " + "on a red cat " * 30
     with pytest.warns(UserWarning, match="truncates the same way"):
         p2p.edit(pipe, long, [long.replace("cat", "dog", 1)], Replace(), steps=2)
+
+
+@pytest.mark.parametrize("bad", [0, -8, 1.5, True, "16"])
+def test_bad_self_max_res(bad):
+    with pytest.raises(ValueError, match=r"self_max_res must be None .* e\.g\. 16; got"):
+        Replace(self_max_res=bad)
 
 
 def test_bad_local_blend():

@@ -109,6 +109,15 @@ def test_edit_explorer_replace_then_refine_reweight_blend(pipe):
     ex.wait()
     assert ex.blend_dilate == 1 and ex.edit.local_blend.dilate == 1 and ex.error is None and ex.image != paper_mask
     assert ex.result.edited_steps == p2p.schedule(ex.edit, STEPS).edited_steps
+    menu = ex.boxes["self_max_res"]
+    assert menu.options[0] == ("default (8x8)", -1) and [v for _, v in menu.options[1:]] == [16, 8, 4]
+    default_self = ex.image
+    menu.value = 16  # the user injects the largest self-attention maps too
+    ex.wait()
+    assert ex.self_max_res == 16 and ex.edit.self_max_res == 16 and ex.error is None and ex.image != default_self
+    ex.self_max_res = 12  # a script may name a size the menu lacks: it joins the menu
+    ex.refresh()
+    assert menu.value == 12 and ex.edit.self_max_res == 12 and ex.error is None
     assert ex.boxes["weights"].value == "grass=3" and ex.boxes["cross_steps"].value == 0.6
 
     ex.weights = {"zebra": 2.0}  # a weight on a word the target lacks

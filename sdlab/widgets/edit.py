@@ -11,7 +11,8 @@ edited; `weights` scale words' attention (any mode; Replace and Refine then beco
 base=...)`, and Reweight reweights the source prompt itself, so its target box is not used); `blend` names the
 words whose pixels may change (`LocalBlend`), everything else stays the source's (in the latents; with
 `blend_pixels` in the decoded pixels too, exactly), through the paper's mask or, with `blend_dilate`, one made at the
-latent's resolution.
+latent's resolution; `self_max_res` picks the layers whose self-attention is injected (the highest-resolution
+self-attention holds the layout and the silhouette: injecting it keeps where the object stands, and its shape).
 """
 
 from __future__ import annotations
@@ -21,10 +22,24 @@ import re
 import ipywidgets as widgets
 
 from .. import p2p
+from ..attention.capture import default_level
+from ..attention.processor import describe_layers
 from .base import Explorer, check_prompts
 from .images import panels, png, put
 
 MODES = ("Replace", "Refine", "Reweight")
+
+
+def self_attention_sizes(pipe) -> tuple[list[int], int]:
+    """(the side of each self-attention map of `pipe` at its default size, largest first; the side of the largest
+    maps the edits inject by default): what `self_max_res` picks from, the layers whose maps are at most that
+    high."""
+    latent = pipe.unet.config.sample_size
+    latent = latent[0] if isinstance(latent, (list, tuple)) else latent
+    layers = describe_layers(pipe.unet)
+    side = lambda layer: layer.map_shape((latent, latent))[0]  # noqa: E731
+    default = max(side(layer) for layer in layers if layer.level >= default_level(layers))
+    return sorted({side(layer) for layer in layers if not layer.is_cross}, reverse=True), default
 
 
 def parse_weights(value) -> dict:
@@ -68,7 +83,7 @@ class EditExplorer(Explorer):
     def __init__(self, pipe, source: str = "a red cat on grass", target: str = "a red dog on grass", *,
                  mode: str = "Replace", cross_steps: float = p2p.DEFAULT_CROSS, self_steps: float = p2p.DEFAULT_SELF,
                  weights: dict | str | None = None, blend: list | str = "", blend_pixels: bool = False,
-                 blend_dilate: int | None = None, seed: int = 0, steps: int = 20,
+                 blend_dilate: int | None = None, self_max_res: int | None = None, seed: int = 0, steps: int = 20,
                  guidance: float = 7.5, size: int = 192):
         super().__init__()
         self.pipe = pipe
@@ -83,6 +98,10 @@ class EditExplorer(Explorer):
         self.blend_dilate = blend_dilate
         """`LocalBlend(..., dilate=...)`: None, the paper's mask (the map max-pooled one cell each way); a number, the
         mask made at the latent's resolution, dilated that many latent pixels. Its slider shows None as -1."""
+        self.self_max_res = self_max_res
+        """The edit's `self_max_res`: self-attention injected in the layers whose maps are at most this high; None,
+        the default (the capture resolution and below, as the paper's 16x16 and 8x8 on SD at 512). Its menu shows
+        None as -1."""
         self.seed, self.steps, self.guidance, self.size = seed, steps, guidance, size
         self.edit = None
         """The sdlab edit of the last good computation."""
@@ -99,6 +118,7 @@ class EditExplorer(Explorer):
             "mode": widgets.ToggleButtons(options=MODES, description="edit"),
             "cross_steps": widgets.FloatSlider(description="cross steps", **fraction),
             "self_steps": widgets.FloatSlider(description="self steps", **fraction),
+            "self_max_res": self._self_menu(pipe),
             "weights": widgets.Text(description="weights", placeholder="word=weight, e.g. red=2", **text),
             "blend": widgets.Text(description="local blend", placeholder="words that may change, e.g. cat dog", **text),
             "blend_pixels": widgets.Checkbox(description="blend pixels too", indent=False),
@@ -108,23 +128,39 @@ class EditExplorer(Explorer):
             "seed": widgets.IntSlider(min=0, max=999, description="seed", continuous_update=False),
             "steps": widgets.IntSlider(min=1, max=100, description="steps", continuous_update=False),
         }
+        self.boxes = boxes
         convert = {"cross_steps": (None, lambda v: round(v, 6)), "self_steps": (None, lambda v: round(v, 6)),
                    "weights": (format_weights, None), "blend": (lambda v: v if isinstance(v, str) else " ".join(v), None),
-                   "blend_dilate": (lambda v: -1 if v is None else v, lambda v: None if v == -1 else v)}
+                   "blend_dilate": (lambda v: -1 if v is None else v, lambda v: None if v == -1 else v),
+                   "self_max_res": (self._self_option, lambda v: None if v == -1 else v)}
         for name, box in boxes.items():
             self.control(name, box, *convert.get(name, (None, None)))
             box.add_class(f"sdlab-{name.replace('_', '-')}")
-        self.boxes = boxes
         self.image_box = widgets.Image(format="png")
         self.image_box.add_class("sdlab-image")
         self.widget = widgets.VBox([
             boxes["source"], boxes["target"], boxes["mode"],
-            widgets.HBox([boxes["cross_steps"], boxes["self_steps"]]), boxes["weights"],
+            widgets.HBox([boxes["cross_steps"], boxes["self_steps"], boxes["self_max_res"]]), boxes["weights"],
             widgets.HBox([boxes["blend"], boxes["blend_pixels"], boxes["blend_dilate"]]),
             widgets.HBox([boxes["seed"], boxes["steps"]]), self.status, self.progress, self.image_box,
         ])
         self.widget.add_class("sdlab-edit-explorer")
         self.refresh()
+
+    @staticmethod
+    def _self_menu(pipe):
+        sizes, default = self_attention_sizes(pipe)
+        options = [(f"default ({default}x{default})", -1)] + [(f"{side}x{side}", side) for side in sizes]
+        return widgets.Dropdown(description="self up to", options=options,
+                                tooltip="self-attention injected in the layers whose maps are at most this high")
+
+    def _self_option(self, value) -> int:
+        """The menu's value for `self_max_res` (None: -1), added to the menu if a script set another."""
+        value = -1 if value is None else value
+        box = self.boxes["self_max_res"]
+        if value not in [v for _, v in box.options]:
+            box.options = [*box.options, (f"{value}x{value}", value)]
+        return value
 
     def targets(self) -> list[str]:
         return [self.source] if self.mode == "Reweight" else [self.target]
@@ -134,7 +170,7 @@ class EditExplorer(Explorer):
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}; got {self.mode!r}")
         words = parse_words(self.blend)
-        common = dict(cross_steps=self.cross_steps, self_steps=self.self_steps,
+        common = dict(cross_steps=self.cross_steps, self_steps=self.self_steps, self_max_res=self.self_max_res,
                       local_blend=p2p.LocalBlend(words, pixels=bool(self.blend_pixels), dilate=self.blend_dilate)
                       if words else None)
         weights = parse_weights(self.weights)
