@@ -42,6 +42,11 @@ def self_attention_sizes(pipe) -> tuple[list[int], int]:
     return sorted({side(layer) for layer in layers if not layer.is_cross}, reverse=True), default
 
 
+def _none_from_menu(value):
+    """A control's -1 as None (the default), any other value as it is."""
+    return None if value == -1 else value
+
+
 def parse_weights(value) -> dict:
     """{word: weight} from a dict, or from text like "red=2, grass=0.5" (what the weights box holds)."""
     if value is None or isinstance(value, dict):
@@ -131,8 +136,8 @@ class EditExplorer(Explorer):
         self.boxes = boxes
         convert = {"cross_steps": (None, lambda v: round(v, 6)), "self_steps": (None, lambda v: round(v, 6)),
                    "weights": (format_weights, None), "blend": (lambda v: v if isinstance(v, str) else " ".join(v), None),
-                   "blend_dilate": (lambda v: -1 if v is None else v, lambda v: None if v == -1 else v),
-                   "self_max_res": (self._self_option, lambda v: None if v == -1 else v)}
+                   "blend_dilate": (lambda v: -1 if v is None else v, _none_from_menu),
+                   "self_max_res": (self._self_option, _none_from_menu)}
         for name, box in boxes.items():
             self.control(name, box, *convert.get(name, (None, None)))
             box.add_class(f"sdlab-{name.replace('_', '-')}")
