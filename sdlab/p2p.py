@@ -40,6 +40,11 @@ from .attention.capture import level_for
 from .schedule import DEFAULT_CROSS, DEFAULT_SELF, Schedule, cross_windows, schedule, window
 
 
+def _is_whole(value, least: int) -> bool:
+    """Whether `value` is a whole number (an int, not a bool) of at least `least`."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
 @dataclass
 class LocalBlend:
     """Keep the target equal to the source outside the pixels of `words` (the paper's local editing).
@@ -77,8 +82,7 @@ class LocalBlend:
         window((self.start, self.start), "LocalBlend start")
         if not isinstance(self.pixels, bool):
             raise TypeError(f"LocalBlend pixels must be True or False, got {self.pixels!r}")
-        if self.dilate is not None and (not isinstance(self.dilate, int) or isinstance(self.dilate, bool)
-                                        or self.dilate < 0):
+        if self.dilate is not None and not _is_whole(self.dilate, 0):
             raise ValueError(f"LocalBlend dilate must be None (the paper's mask) or a whole number of latent pixels "
                              f">= 0, e.g. 1; got {self.dilate!r}")
 
@@ -102,10 +106,9 @@ class _Edit:
         self.cross_steps = DEFAULT_CROSS if self.cross_steps is None else self.cross_steps
         self.self_steps = DEFAULT_SELF if self.self_steps is None else self.self_steps
         cross_windows(self.cross_steps), window(self.self_steps, "self_steps")
-        res = self.self_max_res
-        if res is not None and (not isinstance(res, int) or isinstance(res, bool) or res < 1):
+        if self.self_max_res is not None and not _is_whole(self.self_max_res, 1):
             raise ValueError(f"self_max_res must be None (the capture resolution and below) or the side of the largest "
-                             f"self-attention maps to inject, e.g. 16; got {res!r}")
+                             f"self-attention maps to inject, e.g. 16; got {self.self_max_res!r}")
         if self.local_blend is not None and not isinstance(self.local_blend, LocalBlend):
             raise TypeError(f"local_blend must be a LocalBlend, got {self.local_blend!r}")
 

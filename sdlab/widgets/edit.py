@@ -38,7 +38,8 @@ def self_attention_sizes(pipe) -> tuple[list[int], int]:
     latent = latent[0] if isinstance(latent, (list, tuple)) else latent
     layers = describe_layers(pipe.unet)
     side = lambda layer: layer.map_shape((latent, latent))[0]  # noqa: E731
-    default = max(side(layer) for layer in layers if layer.level >= default_level(layers))
+    base = default_level(layers)  # the edits inject this level and the lower ones (`EditController.start`)
+    default = next(side(layer) for layer in layers if layer.level == base)
     return sorted({side(layer) for layer in layers if not layer.is_cross}, reverse=True), default
 
 
