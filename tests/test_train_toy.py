@@ -439,6 +439,24 @@ def test_the_anneal_learns_from_its_own_spread_set_and_resumes_exactly(tmp_path,
     assert all(torch.equal(b[k], again[k]) for k in b)
 
 
+def test_an_anneal_spread_unlike_phase_2s_reads_a_set_of_its_own(tmp_path, monkeypatch):
+    # phases 1-3 on lent layouts, the anneal on the world's own: the anneal renders its set with spread 0
+    from sdlab.toymodel.dataset import render_anneal_set
+
+    rendered = []
+    monkeypatch.setattr(train_mod, "render_anneal_set",
+                        lambda cfg: rendered.append(cfg.anneal_layout_spread) or render_anneal_set(cfg))
+    short = dict(vae_refine_steps=0, attribute_anneal_steps=0, layout_spread=1.0)
+    same = unet_weights(train_toy(tiny_cfg(tmp_path, "same", anneal_layout_spread=1.0, **short), progress=False))
+    assert rendered == []  # the same spread: phase 2's set
+    own = unet_weights(train_toy(tiny_cfg(tmp_path, "own", anneal_layout_spread=0.0, **short), progress=False))
+    assert rendered == [0.0]
+    rows = {name: [r.rsplit(",", 1)[0] for r in (tmp_path / name / "log.csv").read_text().splitlines()]
+            for name in ("same", "own")}
+    assert [r for r in rows["same"] if not r.startswith("anneal,")] == [r for r in rows["own"] if not r.startswith("anneal,")]
+    assert not all(torch.equal(same[k], own[k]) for k in same)
+
+
 def test_refine_vae_of_a_saved_pipeline_keeps_the_rest_and_resumes_exactly(tmp_path, monkeypatch, capsys):
     source = train_toy(tiny_cfg(tmp_path, "src", vae_refine_steps=0), progress=False)
     (source / "training_log.csv").write_text("phase,step,loss,lr,seconds\nunet,0,1.0,1e-4,0.0\n")

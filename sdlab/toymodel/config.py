@@ -33,7 +33,9 @@ class ToyTrainConfig:
     """`layout_spread` of the anneal's (phase 4's) own training set: phases 1-3 learn from `layout_spread`'s scenes,
     the anneal from a second set of `n_images` scenes (seed `seed + 2`) in which this share of the objects is laid
     out by a random object's prior, so the model first learns its objects where they belong and then learns to draw
-    them where another object stood. 0 (the shipped recipe): the anneal reads phase 2's set."""
+    them where another object stood. Equal to `layout_spread` (both 0 in the shipped recipe): the anneal reads phase
+    2's set; any other value, 0 included, gives it a set of its own (so `layout_spread` 0.25 with this 0 learns the
+    objects on lent layouts, then anneals on the world's own)."""
     vae_creature: float = 0.15
     """Share of extra creature-style images the VAE (only) sees, so finetuning on creatures finds a VAE that draws them."""
     vae_steps: int = 1200

@@ -9,7 +9,7 @@ Six phases (the shipped recipe runs the first five) on one fixed, seeded dataset
 4. an anneal of the UNet and the text encoder (`anneal_steps`; 0 skips it): from phase 2's last weights, a
    fresh AdamW whose learning rate decays linearly to 0 (a warmup-stable-decay tail), with blank padding
    states for half of the captions (`anneal_pad_dropout`); the annealed weights, not the EMA, then ship
-   (optionally on a set of its own whose objects are laid out by other objects' priors, `anneal_layout_spread`);
+   (optionally on a set of its own, its objects laid out with another spread than phase 2's, `anneal_layout_spread`);
 5. the whole VAE, the encoder too (`vae_refine_steps`; 0 skips it), with the latents of the world's scenes held
    where the UNet learned them: what the decoder alone cannot learn to keep (the creature style's thin outline);
    optionally the decoder held to its old outputs on the world's latents and on latents the pipeline generates
@@ -281,7 +281,7 @@ def train_toy(cfg: ToyTrainConfig, *, resume: bool = False, overwrite: bool = Fa
 
     # ---- phase 4: anneal the UNet and the text encoder (learning rate to 0), from phase 2's last weights -----
     anneal_loss = unet_loss
-    if cfg.anneal_layout_spread and cfg.anneal_steps and not reached("annealed"):
+    if cfg.anneal_layout_spread != cfg.layout_spread and cfg.anneal_steps and not reached("annealed"):
         anneal_images, anneal_captions = render_anneal_set(cfg)  # in phase 1's latent space (the encoder's)
         anneal_loss = DenoisingLoss(cfg, tokenizer, anneal_captions, *encode_latents(vae, anneal_images, device)[:2],
                                     scaling, device, gen)
