@@ -417,6 +417,12 @@ def test_layout_spread_reaches_the_training_set(tmp_path):
     assert not torch.equal(plain[0][0], spread[0][0])  # ... drawn with another layout
 
 
+def log_before_anneal(run_dir):
+    """A run's log rows before the anneal, without their seconds (which differ between runs)."""
+    rows = (run_dir / "log.csv").read_text().splitlines()
+    return [r.rsplit(",", 1)[0] for r in rows if not r.startswith("anneal,")]
+
+
 def test_the_anneal_learns_from_its_own_spread_set_and_resumes_exactly(tmp_path, monkeypatch):
     from sdlab.toymodel.dataset import render_anneal_set
 
@@ -426,10 +432,8 @@ def test_the_anneal_learns_from_its_own_spread_set_and_resumes_exactly(tmp_path,
     ref = train_toy(tiny_cfg(tmp_path, "plain", **short), progress=False)
     cfg = tiny_cfg(tmp_path, "spread", anneal_layout_spread=1.0, **short)
     out = train_toy(cfg, progress=False)
-    rows = {name: (tmp_path / name / "log.csv").read_text().splitlines() for name in ("plain", "spread")}
-    before = {name: [r for r in log if not r.startswith("anneal,")] for name, log in rows.items()}
-    strip = lambda log: [r.rsplit(",", 1)[0] for r in log]  # noqa: E731 (the seconds differ)
-    assert strip(before["plain"]) == strip(before["spread"])  # phases 1-3 are the recipe's ...
+    # phases 1-3 are the recipe's ...
+    assert log_before_anneal(tmp_path / "plain") == log_before_anneal(tmp_path / "spread")
     a, b = unet_weights(ref), unet_weights(out)
     assert not all(torch.equal(a[k], b[k]) for k in a)  # ... the anneal is not
     interrupted_at_step_2(monkeypatch, lambda: train_toy(tiny_cfg(tmp_path, "resumed", anneal_layout_spread=1.0,
@@ -451,9 +455,7 @@ def test_an_anneal_spread_unlike_phase_2s_reads_a_set_of_its_own(tmp_path, monke
     assert rendered == []  # the same spread: phase 2's set
     own = unet_weights(train_toy(tiny_cfg(tmp_path, "own", anneal_layout_spread=0.0, **short), progress=False))
     assert rendered == [0.0]
-    rows = {name: [r.rsplit(",", 1)[0] for r in (tmp_path / name / "log.csv").read_text().splitlines()]
-            for name in ("same", "own")}
-    assert [r for r in rows["same"] if not r.startswith("anneal,")] == [r for r in rows["own"] if not r.startswith("anneal,")]
+    assert log_before_anneal(tmp_path / "same") == log_before_anneal(tmp_path / "own")
     assert not all(torch.equal(same[k], own[k]) for k in same)
 
 
